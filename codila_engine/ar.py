@@ -1,0 +1,94 @@
+"""The local AR: a Qwen3 model that decodes every candidate block from its soft tokens.
+
+All candidate blocks go through as one batch: a prefill of `<think> e_1..e_B </think>`, then B
+tokens left to right with a KV cache. Tokens already committed in a block are forced (the AR
+still sees them) and their entropy is not used for selection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from codila_engine.checkpoint import (
+    ModelFolderError,
+    build_config,
+    check_folder,
+    default_device,
+    default_dtype,
+    load_tokenizer,
+    load_weights,
+    read_config,
+)
+from codila_engine.sampling import entropy, sample
+
+
+@dataclass
+class BlockDrafts:
+    ids: torch.Tensor  # [C, B] the AR's tokens for each candidate block
+    entropy: torch.Tensor  # [C, B] entropy of the AR's distribution at each token
+    logits: torch.Tensor | None = None  # [C, B, V] when asked for (tests)
+
+
+class LocalAR:
+    def __init__(self, model, tokenizer) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | None = None, dtype: torch.dtype | None = None) -> "LocalAR":
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
+        folder = check_folder(path, "AR")
+        raw = read_config(folder)
+        if raw.get("model_type") != "qwen3":
+            raise ModelFolderError(
+                f"AR folder {folder} is not a Qwen3 checkpoint (model_type={raw.get('model_type')!r}, expected 'qwen3')"
+            )
+        device = device or default_device()
+        fields = {k: v for k, v in raw.items() if k not in ("architectures", "model_type", "transformers_version")}
+        config = build_config(Qwen3Config, fields, folder, "AR")
+        model = load_weights(Qwen3ForCausalLM, folder, config, device, dtype or default_dtype(device), "AR")
+        return cls(model, load_tokenizer(folder))
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight
+
+    @torch.inference_mode()
+    def decode_blocks(
+        self,
+        inputs: torch.Tensor,
+        forced: torch.Tensor,
+        *,
+        allowed: torch.Tensor | None = None,
+        temperature: float,
+        top_p: float,
+        generator: torch.Generator | None = None,
+        return_logits: bool = False,
+    ) -> BlockDrafts:
+        """inputs [C, B+2, H] (think-wrapped soft tokens); forced [C, B] ids, -1 where free;
+        allowed [V] restricts what the AR may emit (its output goes back into the DLM canvas)."""
+        c, b = forced.shape
+        ids = torch.empty(c, b, dtype=torch.long, device=forced.device)
+        ent = torch.empty(c, b, dtype=torch.float32, device=forced.device)
+        all_logits = []
+        out = self.model(inputs_embeds=inputs, use_cache=True, logits_to_keep=1)
+        for j in range(b):
+            logits = out.logits[:, -1].float()
+            if allowed is not None:
+                logits = logits.masked_fill(~allowed, float("-inf"))
+            ent[:, j] = entropy(logits)
+            tok = sample(logits, temperature, top_p, generator)
+            ids[:, j] = torch.where(forced[:, j] >= 0, forced[:, j], tok)
+            if return_logits:
+                all_logits.append(logits)
+            if j + 1 < b:
+                out = self.model(
+                    inputs_embeds=self.embedding[ids[:, j]].unsqueeze(1),
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                )
+        return BlockDrafts(ids, ent, torch.stack(all_logits, 1) if return_logits else None)

@@ -1,0 +1,106 @@
+"""Model folders: check that a folder holds a whole checkpoint before anything loads it.
+
+A wrong path or a half-copied folder should fail in a second with the missing file named,
+not after minutes of loading or with a stack trace from deep inside transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+class ModelFolderError(FileNotFoundError):
+    """A model folder is missing, incomplete, or holds the wrong kind of model."""
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA; float32 on CPU, where bfloat16 is several times slower."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def check_folder(path: str | Path, role: str) -> Path:
+    """Return the folder if it has config, tokenizer and every weight shard; else explain."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ModelFolderError(f"{role} folder {folder} does not exist (give the path of a local model folder)")
+    if not (folder / "config.json").is_file():
+        raise ModelFolderError(f"{role} folder {folder} has no config.json: is this a Hugging Face model folder?")
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError) as exc:
+            raise ModelFolderError(f"{role} weight index {index} is unreadable: {exc}") from exc
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise ModelFolderError(
+                f"{role} folder {folder} is incomplete: missing weight shard(s) {', '.join(missing)} "
+                f"listed in {index.name}"
+            )
+    elif not single.is_file():
+        raise ModelFolderError(
+            f"{role} folder {folder} has no weights: expected model.safetensors or model.safetensors.index.json"
+        )
+    if not (folder / "tokenizer.json").is_file() and not (
+        (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    ):
+        raise ModelFolderError(
+            f"{role} folder {folder} has no tokenizer: expected tokenizer.json (or vocab.json + merges.txt)"
+        )
+    return folder
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except ValueError as exc:
+        raise ModelFolderError(f"{folder / 'config.json'} is not valid JSON: {exc}") from exc
+
+
+def load_tokenizer(folder: Path):
+    """A fast tokenizer from tokenizer.json, or Qwen2's BPE from vocab.json + merges.txt
+    (Dream ships the latter with a remote-code tokenizer class that we do not run)."""
+    from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
+
+    if (folder / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    return Qwen2Tokenizer.from_pretrained(str(folder))
+
+
+def build_config(config_cls, fields: dict, folder: Path, role: str):
+    """transformers' config class from config.json fields; its validation errors name the file."""
+    try:
+        return config_cls(**fields)
+    except Exception as exc:  # transformers validates in several error types, all from this file
+        raise ModelFolderError(f"{role} config.json in {folder} is invalid: {exc}") from exc
+
+
+def load_weights(model_cls, folder: Path, config, device: torch.device, dtype: torch.dtype, role: str):
+    """Load safetensors weights into `model_cls(config)`; any missing or unexpected key is an error."""
+    model, info = model_cls.from_pretrained(
+        str(folder),
+        config=config,
+        dtype=dtype,
+        device_map=str(device) if device.type != "cpu" else None,
+        output_loading_info=True,
+        ignore_mismatched_sizes=True,  # reported below as one clear error instead
+    )
+    problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if problems:
+        detail = "; ".join(f"{k.replace('_', ' ')}: {sorted(map(str, v))[:5]}" for k, v in problems.items())
+        raise ModelFolderError(f"{role} weights in {folder} do not match its config.json ({detail})")
+    return model.to(device).eval()
+
+
+def shipped_models() -> tuple[Path, Path] | None:
+    """The small DLM/AR pair inside the package, used when no model folders are given."""
+    assets = Path(__file__).parent / "assets"
+    dlm, ar = assets / "dlm", assets / "ar"
+    return (dlm, ar) if (dlm / "config.json").is_file() and (ar / "config.json").is_file() else None

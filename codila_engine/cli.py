@@ -1,0 +1,163 @@
+"""The `codila` command: decode from the terminal, and the entry point of every subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+from codila_engine.config import CONDITIONINGS, DECODERS, MODES, DecodeConfig
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dlm", help="Dream-format DLM folder (default: the shipped model)")
+    parser.add_argument("--ar", help="Qwen3 AR folder (default: the shipped model)")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    parser.add_argument("--think-ids", type=int, nargs=2, metavar=("OPEN", "CLOSE"),
+                        help="override the AR's <think> and </think> ids")
+
+
+def add_decode_args(parser: argparse.ArgumentParser) -> None:
+    d = DecodeConfig()
+    parser.add_argument("--decoder", choices=DECODERS, default=d.decoder)
+    parser.add_argument("--block-size", type=int, default=d.block_size, help="B, tokens per block")
+    parser.add_argument("--mode", choices=MODES, default=d.mode)
+    parser.add_argument("--threshold", type=float, default=d.threshold, help="tau for dynamic mode")
+    parser.add_argument("--scope", type=int, default=d.scope, help="candidate blocks per iteration")
+    parser.add_argument("--conditioning", choices=CONDITIONINGS, default=d.conditioning)
+    parser.add_argument("--tokens-per-step", type=int, default=d.tokens_per_step,
+                        help="K for --decoder dlm (default: the block size)")
+    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="N, the span length")
+    parser.add_argument("--temperature", type=float, default=d.temperature)
+    parser.add_argument("--top-p", type=float, default=d.top_p)
+    parser.add_argument("--seed", type=int, default=d.seed)
+
+
+def decode_config(args: argparse.Namespace) -> DecodeConfig:
+    return DecodeConfig(
+        decoder=args.decoder, block_size=args.block_size, mode=args.mode, threshold=args.threshold,
+        scope=args.scope, conditioning=args.conditioning, tokens_per_step=args.tokens_per_step,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+    )
+
+
+def load_engine(args: argparse.Namespace):
+    from codila_engine.engine import Engine
+    from codila_engine.checkpoint import shipped_models
+
+    dlm, ar = args.dlm, args.ar
+    if dlm is None or (ar is None and args.decoder == "codila"):
+        shipped = shipped_models()
+        if shipped is None:
+            raise SystemExit("codila: no model folders given and no shipped model installed: pass --dlm PATH --ar PATH")
+        dlm, ar = dlm or shipped[0], ar or shipped[1]
+    print(f"loading DLM {dlm} and AR {ar} ...", file=sys.stderr)
+    return Engine.load(dlm, ar, device=args.device, think_ids=tuple(args.think_ids) if args.think_ids else None)
+
+
+class DraftView:
+    """Redraw the growing draft in place on a terminal; one progress line per commit otherwise."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.lines = 0
+
+    def show(self, event) -> None:
+        if not self.tty:
+            print(f"iteration {event.iteration}: +{len(event.positions)} tokens ({event.source}) "
+                  f"at {event.elapsed_s:.2f}s", file=self.stream)
+            return
+        if self.lines:
+            self.stream.write(f"\x1b[{self.lines}F\x1b[J")
+        text = f"[{event.iteration}] {event.draft}"
+        self.stream.write(text + "\n")
+        self.lines = text.count("\n") + 1
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.tty and self.lines:
+            self.stream.write(f"\x1b[{self.lines}F\x1b[J")
+            self.lines = 0
+
+
+def run_decode(args: argparse.Namespace, prefix: str, suffix: str) -> int:
+    cfg = decode_config(args)
+    engine = load_engine(args)
+    cancel = threading.Event()
+    decoding = engine.decode(prefix, suffix, cfg, cancel=cancel)
+    view = DraftView()
+    try:
+        for event in decoding:
+            view.show(event)
+    except KeyboardInterrupt:
+        cancel.set()
+        for event in decoding:  # finishes at once: the flag is checked before the next iteration
+            view.show(event)
+    view.clear()
+    result = decoding.result
+    if args.json:
+        print(json.dumps({"text": result.text, "cancelled": result.cancelled, "stats": result.stats.as_dict()}))
+    else:
+        print(result.text)
+        s = result.stats
+        print(f"{s.iterations} iterations, {s.text_tokens} tokens in {s.wall_s:.2f}s ({s.tokens_per_s:.1f} tokens/s; "
+              f"DLM {s.dlm_s:.2f}s, AR {s.ar_s:.2f}s, first block {s.first_commit_s or 0:.2f}s)"
+              + (" [cancelled]" if result.cancelled else ""), file=sys.stderr)
+    return 0
+
+
+def read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"codila: {path} is not a file")
+    return file.read_text(encoding="utf-8")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    if (args.prompt is None) == (args.prompt_file is None):
+        raise SystemExit("codila generate: give exactly one of --prompt TEXT or --prompt-file PATH")
+    prompt = args.prompt if args.prompt is not None else read_text(args.prompt_file)
+    return run_decode(args, prompt, "")
+
+
+def cmd_infill(args: argparse.Namespace) -> int:
+    suffix = read_text(args.suffix_file)
+    if not suffix:
+        raise SystemExit("codila infill: the suffix is empty; use `codila generate` for plain completion")
+    return run_decode(args, read_text(args.prefix_file), suffix)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codila", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="complete a prompt")
+    gen.add_argument("--prompt")
+    gen.add_argument("--prompt-file", help="file with the prompt ('-' for stdin)")
+    infill = sub.add_parser("infill", help="fill the middle between a prefix and a suffix")
+    infill.add_argument("--prefix-file", required=True)
+    infill.add_argument("--suffix-file", required=True)
+    for p, fn in ((gen, cmd_generate), (infill, cmd_infill)):
+        add_model_args(p)
+        add_decode_args(p)
+        p.add_argument("--json", action="store_true", help="print the text and stats as one JSON object")
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"codila: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

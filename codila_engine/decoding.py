@@ -1,0 +1,76 @@
+"""The decode loop: run a sampler step until the span is full, one Event per commit.
+
+Samplers decide; the loop applies the decision to the canvas, keeps time, checks the cancel
+flag once per iteration and builds the final Result. Iterating a Decoding is the stream; after
+it ends, `.result` holds the outcome (also after a cancel, with what was committed).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator, Protocol
+
+from codila_engine.canvas import Canvas, Decode
+from codila_engine.clock import Clock
+from codila_engine.events import Commit, Event, Result, Stats
+
+
+class CancelFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class Decoding:
+    def __init__(
+        self,
+        step: Callable[[Clock], Commit],
+        canvas: Canvas,
+        decode: Decode,
+        placeholder: str,
+        cancel: CancelFlag | None = None,
+    ) -> None:
+        self.step = step
+        self.canvas = canvas
+        self.decode = decode
+        self.placeholder = placeholder
+        self.cancel = cancel
+        self.clock = Clock(canvas.ids.device)
+        self.stats = Stats()
+        self.result: Result | None = None
+
+    def __iter__(self) -> Iterator[Event]:
+        t0 = time.perf_counter()
+        canvas, stats = self.canvas, self.stats
+        cancelled = False
+        while not canvas.done:
+            if self.cancel is not None and self.cancel.is_set():
+                cancelled = True
+                break
+            commit = self.step(self.clock)
+            canvas.commit(commit.offsets, commit.ids)
+            stats.iterations += 1
+            stats.tokens += len(commit.offsets)
+            now = time.perf_counter() - t0
+            if stats.first_commit_s is None:
+                stats.first_commit_s = now
+            yield Event(
+                iteration=stats.iterations,
+                positions=tuple(commit.offsets),
+                ids=tuple(commit.ids),
+                text=self.decode(list(commit.ids)),
+                draft=canvas.draft(self.decode, self.placeholder),
+                source=commit.source,
+                elapsed_s=now,
+            )
+        text = canvas.text(self.decode)
+        stats.wall_s = time.perf_counter() - t0
+        stats.text_tokens = sum(t is not None for t in canvas.visible())
+        for phase, seconds in self.clock.totals.items():
+            setattr(stats, f"{phase}_s", seconds)
+        self.result = Result(text=text, ids=canvas.span_ids(), stats=stats, cancelled=cancelled)
+
+    def run(self) -> Result:
+        """Decode to the end without looking at the events."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result

@@ -1,0 +1,89 @@
+"""The diffusion LM: a Dream checkpoint run as transformers' Qwen2 with bidirectional attention.
+
+Dream's parameter names are Qwen2's, so no remote code is needed: build Qwen2ForCausalLM from
+the checkpoint's own config.json with is_causal=False. Dream's logits are shifted: the marginal
+for position i is softmax(logits[i - 1]) (position 0 uses its own logits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from codila_engine.checkpoint import (
+    ModelFolderError,
+    build_config,
+    check_folder,
+    default_device,
+    default_dtype,
+    load_tokenizer,
+    load_weights,
+    read_config,
+)
+
+_NOT_QWEN2 = {"architectures", "auto_map", "model_type", "transformers_version", "torch_dtype", "dtype"}
+
+
+def shifted_positions(positions: torch.Tensor) -> torch.Tensor:
+    """Where Dream reads the prediction for each position: the hidden state one to the left."""
+    return (positions - 1).clamp_min(0)
+
+
+def align_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Full-sequence logits [..., L, V] re-indexed so row i predicts token i (for training)."""
+    return torch.cat([logits[..., :1, :], logits[..., :-1, :]], dim=-2)
+
+
+class DreamDLM:
+    def __init__(self, model, tokenizer, *, mask_id: int, eos_id: int, pad_id: int | None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.mask_id = mask_id
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | None = None, dtype: torch.dtype | None = None) -> "DreamDLM":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        folder = check_folder(path, "DLM")
+        raw = read_config(folder)
+        if "DreamModel" not in (raw.get("architectures") or []) and raw.get("model_type") != "Dream":
+            raise ModelFolderError(
+                f"DLM folder {folder} is not a Dream checkpoint "
+                f"(architectures={raw.get('architectures')}, model_type={raw.get('model_type')!r})"
+            )
+        for key in ("mask_token_id", "eos_token_id"):
+            if raw.get(key) is None:
+                raise ModelFolderError(f"DLM config {folder / 'config.json'} has no {key}")
+        fields = {k: v for k, v in raw.items() if k not in _NOT_QWEN2}
+        config = build_config(Qwen2Config, {**fields, "is_causal": False}, folder, "DLM")
+        device = device or default_device()
+        model = load_weights(Qwen2ForCausalLM, folder, config, device, dtype or default_dtype(device), "DLM")
+        eos = raw["eos_token_id"]
+        eos = eos[0] if isinstance(eos, list) else eos
+        pad = raw.get("pad_token_id")
+        return cls(model, load_tokenizer(folder), mask_id=int(raw["mask_token_id"]), eos_id=int(eos),
+                   pad_id=None if pad is None else int(pad))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    @property
+    def vocab_rows(self) -> int:
+        return self.model.lm_head.weight.shape[0]
+
+    @torch.inference_mode()
+    def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [L, H] of one canvas [L]: one bidirectional forward pass."""
+        return self.model.model(input_ids=ids.unsqueeze(0)).last_hidden_state[0]
+
+    @torch.inference_mode()
+    def logits_at(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits [n, V] of the marginals at canvas positions [n]; lm_head runs only there.
+        The mask token is never a prediction, so it gets no probability."""
+        logits = self.model.lm_head(hidden[shifted_positions(positions)]).float()
+        logits[:, self.mask_id] = float("-inf")
+        return logits

@@ -1,0 +1,96 @@
+"""The engine: the DLM, the AR and their vocabulary bridge, and decoding requests on them."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from codila_engine.ar import LocalAR
+from codila_engine.baseline import dlm_step
+from codila_engine.canvas import Canvas
+from codila_engine.checkpoint import default_device
+from codila_engine.codila import codila_step
+from codila_engine.config import DecodeConfig
+from codila_engine.decoding import CancelFlag, Decoding
+from codila_engine.dlm import DreamDLM
+from codila_engine.vocab import VocabBridge, build_bridge
+
+
+class Engine:
+    def __init__(self, dlm: DreamDLM, ar: LocalAR | None = None, think_ids: tuple[int, int] | None = None) -> None:
+        self.dlm = dlm
+        self.ar = ar
+        self.bridge: VocabBridge | None = None
+        if ar is not None:
+            self.bridge = build_bridge(
+                dlm.tokenizer,
+                ar.tokenizer,
+                dlm_rows=dlm.vocab_rows,
+                ar_rows=ar.embedding.shape[0],
+                mask_id=dlm.mask_id,
+                eos_id=dlm.eos_id,
+                think_ids=think_ids,
+                device=dlm.device,
+            )
+
+    @classmethod
+    def load(
+        cls,
+        dlm_path: str | Path,
+        ar_path: str | Path | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        think_ids: tuple[int, int] | None = None,
+    ) -> "Engine":
+        device = torch.device(device) if device is not None else default_device()
+        dlm = DreamDLM.load(dlm_path, device, dtype)
+        ar = LocalAR.load(ar_path, device, dtype) if ar_path is not None else None
+        return cls(dlm, ar, think_ids)
+
+    @property
+    def tokenizer(self):
+        return self.dlm.tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode_ids(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def canvas(self, prefix: str, suffix: str, cfg: DecodeConfig) -> Canvas:
+        """Tokenise and lay out the canvas, keeping the context nearest the span."""
+        prefix_ids, suffix_ids = self.encode(prefix), self.encode(suffix)
+        budget = cfg.max_context - cfg.span_tokens
+        keep_suffix = min(len(suffix_ids), max(budget // 4, budget - len(prefix_ids)))
+        keep_prefix = budget - keep_suffix
+        return Canvas(
+            prefix_ids[len(prefix_ids) - min(len(prefix_ids), keep_prefix) :],
+            suffix_ids[:keep_suffix],
+            cfg.span_tokens,
+            cfg.block_size,
+            mask_id=self.dlm.mask_id,
+            eos_id=self.dlm.eos_id,
+            pad_id=self.dlm.pad_id,
+            device=self.dlm.device,
+        )
+
+    def decode(self, prefix: str, suffix: str = "", cfg: DecodeConfig = DecodeConfig(),
+               cancel: CancelFlag | None = None) -> Decoding:
+        """A decode of the span between prefix and suffix (empty suffix = completion).
+
+        Iterate it for streaming events; `.run()` for the result only.
+        """
+        canvas = self.canvas(prefix, suffix, cfg)
+        generator = None
+        if cfg.seed is not None:
+            generator = torch.Generator(self.dlm.device).manual_seed(cfg.seed)
+        if cfg.decoder == "codila":
+            if self.ar is None or self.bridge is None:
+                raise ValueError("the codila decoder needs an AR model: load one (--ar PATH) or use --decoder dlm")
+            step = partial(codila_step, self.dlm, self.ar, self.bridge, canvas, cfg, generator)
+        else:
+            step = partial(dlm_step, self.dlm, canvas, cfg, generator)
+        return Decoding(step, canvas, self.decode_ids, cfg.placeholder, cancel)

@@ -1,0 +1,107 @@
+"""Model folders: clear errors for wrong paths and incomplete or foreign checkpoints; the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from codila_engine.checkpoint import ModelFolderError
+from codila_engine.cli import main
+from codila_engine.dlm import DreamDLM
+from codila_engine.ar import LocalAR
+from codila_engine.engine import Engine
+
+
+def copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ModelFolderError, match="does not exist"):
+        DreamDLM.load(tmp_path / "nowhere", device=None)
+
+
+@pytest.mark.parametrize("missing,message", [
+    ("config.json", "has no config.json"),
+    ("model.safetensors", "has no weights"),
+    ("tokenizer.json", "has no tokenizer"),
+])
+def test_incomplete_folder_names_missing_file(tiny_pair, tmp_path, missing, message):
+    folder = copy(tiny_pair[0], tmp_path / "dlm")
+    (folder / missing).unlink()
+    with pytest.raises(ModelFolderError, match=message):
+        DreamDLM.load(folder)
+
+
+def test_missing_shard_is_named(tiny_pair, tmp_path):
+    folder = copy(tiny_pair[0], tmp_path / "dlm")
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    index = {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors",
+                                            "model.norm.weight": "model-00001-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelFolderError, match="missing weight shard.*model-00002-of-00002"):
+        DreamDLM.load(folder)
+
+
+def test_sharded_checkpoint_loads(tiny_pair, tmp_path):
+    from transformers import Qwen3ForCausalLM
+
+    ar = LocalAR.load(tiny_pair[1], device=None)
+    out = tmp_path / "ar"
+    ar.model.save_pretrained(str(out), max_shard_size="100KB")
+    ar.tokenizer.save_pretrained(str(out))
+    assert (out / "model.safetensors.index.json").is_file()
+    again = LocalAR.load(out)
+    assert isinstance(again.model, Qwen3ForCausalLM)
+
+
+def test_wrong_model_kinds(tiny_pair):
+    dlm_dir, ar_dir = tiny_pair
+    with pytest.raises(ModelFolderError, match="not a Dream checkpoint"):
+        DreamDLM.load(ar_dir)
+    with pytest.raises(ModelFolderError, match="not a Qwen3 checkpoint"):
+        LocalAR.load(dlm_dir)
+
+
+def test_weights_that_do_not_match_config(tiny_pair, tmp_path):
+    folder = copy(tiny_pair[0], tmp_path / "dlm")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["intermediate_size"] = 96
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFolderError, match="do not match its config.json"):
+        DreamDLM.load(folder)
+    cfg["num_hidden_layers"] = 3
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFolderError, match="(?s)DLM config.json .* is invalid: .*num_hidden_layers"):
+        DreamDLM.load(folder)
+
+
+def test_think_ids_override(tiny_pair):
+    engine = Engine.load(*tiny_pair, device="cpu", think_ids=(5, 6))
+    assert (engine.bridge.think_id, engine.bridge.end_think_id) == (5, 6)
+    with pytest.raises(ValueError, match="outside the AR's embedding"):
+        Engine.load(*tiny_pair, device="cpu", think_ids=(5, 10_000))
+
+
+def test_cli_infill_and_generate(tiny_pair, tmp_path, capsys):
+    prefix, suffix = tmp_path / "p.py", tmp_path / "s.py"
+    prefix.write_text("def f(x):\n")
+    suffix.write_text("\nprint(f(1))\n")
+    args = ["--dlm", str(tiny_pair[0]), "--ar", str(tiny_pair[1]), "--device", "cpu", "--max-new-tokens", "8"]
+    assert main(["infill", "--prefix-file", str(prefix), "--suffix-file", str(suffix), "--json", *args]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stats"]["iterations"] == 2 and out["stats"]["tokens"] == 8 and not out["cancelled"]
+    assert main(["generate", "--prompt", "x = ", "--decoder", "dlm", "--tokens-per-step", "1", *args]) == 0
+    err = capsys.readouterr().err
+    assert "iteration 8: +1 tokens (dlm)" in err and "8 iterations" in err
+
+
+def test_cli_errors_are_clear(tiny_pair, capsys):
+    assert main(["generate", "--prompt", "x", "--dlm", "/nonexistent", "--ar", str(tiny_pair[1])]) == 2
+    assert "DLM folder /nonexistent does not exist" in capsys.readouterr().err
+    assert main(["generate", "--prompt", "x", "--dlm", str(tiny_pair[0]), "--ar", str(tiny_pair[1]),
+                 "--block-size", "0"]) == 2
+    assert "block_size must be >= 1" in capsys.readouterr().err

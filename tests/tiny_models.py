@@ -1,0 +1,81 @@
+"""Tiny random-weight models with the real architectures, saved as real checkpoint folders.
+
+The DLM is a Dream-format Qwen2 checkpoint, the AR a Qwen3 one. Their tokenizers share an
+ordinary BPE vocabulary; like Dream and Qwen3 they differ only at the DLM's own special ids
+(`<|beginoftext|>`, `<|mask|>` where the AR has tool-response tokens).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+CORPUS = [
+    "def add(a, b):\n    return a + b\n",
+    "for i in range(10):\n    print(i)\n",
+    "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",
+    "if x > 0:\n    y = x * 2\nelse:\n    y = -x\n",
+    "import os\nprint(os.path.join('a', 'b'))\n",
+    "while n:\n    n -= 1\n# caf\u00e9 \u00fcber \u6570\u636e\n",
+]
+DLM_SPECIALS = ["<|endoftext|>", "<|beginoftext|>", "<|mask|>"]
+AR_SPECIALS = ["<|endoftext|>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
+
+
+def base_tokenizer(vocab_size: int = 260) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    return tok
+
+
+def save_tokenizer(tok: Tokenizer, specials: list[str], folder: Path, **roles) -> PreTrainedTokenizerFast:
+    tok = Tokenizer.from_str(tok.to_str())
+    tok.add_special_tokens(specials)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **roles)
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def build_pair(root: Path, *, swap_ordinary: bool = False, seed: int = 0) -> tuple[Path, Path]:
+    """Write a DLM and an AR folder under root; swap_ordinary breaks the shared vocabulary."""
+    torch.manual_seed(seed)
+    base = base_tokenizer()
+    dlm_dir, ar_dir = root / "dlm", root / "ar"
+    dlm_tok = save_tokenizer(base, DLM_SPECIALS, dlm_dir, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                             mask_token="<|mask|>")
+    ar_base = base
+    if swap_ordinary:
+        vocab = base.get_vocab()
+        a, b = sorted(vocab, key=vocab.get)[100:102]
+        data = json.loads(base.to_str())
+        data["model"]["vocab"][a], data["model"]["vocab"][b] = vocab[b], vocab[a]
+        ar_base = Tokenizer.from_str(json.dumps(data))
+    ar_tok = save_tokenizer(ar_base, AR_SPECIALS, ar_dir, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+    eos = dlm_tok.convert_tokens_to_ids("<|endoftext|>")
+    mask = dlm_tok.convert_tokens_to_ids("<|mask|>")
+    bos = dlm_tok.convert_tokens_to_ids("<|beginoftext|>")
+    dlm_cfg = Qwen2Config(vocab_size=len(dlm_tok) + 8, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                          tie_word_embeddings=False, is_causal=False)
+    Qwen2ForCausalLM(dlm_cfg).save_pretrained(str(dlm_dir))
+    cfg = json.loads((dlm_dir / "config.json").read_text())
+    cfg.update(architectures=["DreamModel"], model_type="Dream", mask_token_id=mask, eos_token_id=eos,
+               pad_token_id=eos, bos_token_id=bos)
+    cfg.pop("is_causal", None)
+    (dlm_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+
+    ar_cfg = Qwen3Config(vocab_size=len(ar_tok) + 4, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                         tie_word_embeddings=True, eos_token_id=eos)
+    Qwen3ForCausalLM(ar_cfg).save_pretrained(str(ar_dir))
+    return dlm_dir, ar_dir
