@@ -1,0 +1,1 @@
+"""Evaluation: HumanEval-Infilling tasks and a sandbox that runs their tests."""

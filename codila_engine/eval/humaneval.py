@@ -1,0 +1,71 @@
+"""HumanEval-Infilling (Bavarian et al. 2022): the four official splits, shipped with the package.
+
+A task hides a span of a HumanEval solution; a completion fills it and the
+unit tests decide whether the filled program is right.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+SPLITS = {
+    "single-line": "HumanEval-SingleLineInfilling.jsonl.gz",
+    "multi-line": "HumanEval-MultiLineInfilling.jsonl.gz",
+    "random-span": "HumanEval-RandomSpanInfilling.jsonl.gz",
+    "random-span-light": "HumanEval-RandomSpanInfillingLight.jsonl.gz",
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One infilling problem: the model sees prompt and suffix and writes the middle."""
+
+    task_id: str
+    entry_point: str
+    prompt: str
+    suffix: str
+    canonical_solution: str
+    test: str
+
+
+def load_split(name: str) -> list[Task]:
+    """All tasks of a split, in file order (which is stable, so subsets are reproducible)."""
+    if name not in SPLITS:
+        raise ValueError(f"unknown HumanEval-Infilling split {name!r}; choose one of {sorted(SPLITS)}")
+    data = resources.files("codila_engine").joinpath("data", "humaneval_infilling", SPLITS[name])
+    with data.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
+        return [_task(json.loads(line)) for line in lines if line.strip()]
+
+
+def _task(record: dict) -> Task:
+    return Task(
+        task_id=record["task_id"],
+        entry_point=record["entry_point"],
+        prompt=record["prompt"],
+        suffix=record["suffix"],
+        canonical_solution=record["canonical_solution"],
+        test=record["test"],
+    )
+
+
+def build_program(task: Task, completion: str) -> str:
+    """The filled-in solution followed by the task's tests, as the official harness runs it."""
+    return (
+        task.prompt + completion + task.suffix + "\n"
+        + task.test + "\n"
+        + f"check({task.entry_point})\n"
+    )
+
+
+def parses(program: str) -> bool:
+    """Whether a program is valid Python, so unparsable fills are counted without running them."""
+    try:
+        ast.parse(program)
+    # ValueError: NUL bytes; RecursionError/MemoryError: absurdly deep nesting.
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True

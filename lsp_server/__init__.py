@@ -1,0 +1,1 @@
+"""Language server for codila: inline completion backed by the CoDiLA engine."""

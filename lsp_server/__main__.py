@@ -1,0 +1,3 @@
+from lsp_server.server import main
+
+main()

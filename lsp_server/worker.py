@@ -1,0 +1,95 @@
+"""The decode worker: one thread owns the engine, so one decode runs on the device at a time.
+
+The event loop never waits on the model: it hands a job to the worker and awaits a future,
+while the worker posts each commit back to the loop. Cancelling sets the engine's cancel flag,
+which the decode checks once per iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from codila_engine.config import DecodeConfig
+from codila_engine.events import Event, Result
+
+log = logging.getLogger(__name__)
+
+
+class ModelsUnavailable(RuntimeError):
+    """No model folders are configured and none ship with the package, or loading failed."""
+
+
+class DecodeWorker:
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codila-decode")
+        self._engine = None
+        self._key: tuple | None = None
+
+    def _engine_for(self, dlm: str | None, ar: str | None, device: str | None):
+        """Load (or reuse) the engine; runs on the worker thread only."""
+        from codila_engine.checkpoint import shipped_models
+        from codila_engine.engine import Engine
+
+        key = (dlm, ar, device)
+        if self._engine is not None and self._key == key:
+            return self._engine
+        if dlm is None or ar is None:
+            shipped = shipped_models()
+            if shipped is None:
+                raise ModelsUnavailable(
+                    "no model folders configured and no shipped model installed: set the `dlm` and `ar` "
+                    "settings (initializationOptions or workspace/didChangeConfiguration) to local model folders"
+                )
+            dlm, ar = dlm or str(shipped[0]), ar or str(shipped[1])
+        self._engine, self._key = None, None
+        try:
+            engine = Engine.load(dlm, ar, device=device)
+        except (OSError, ValueError) as exc:
+            raise ModelsUnavailable(f"could not load the models: {exc}") from exc
+        self._engine, self._key = engine, key
+        return engine
+
+    async def load(self, dlm: str | None, ar: str | None, device: str | None) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._engine_for, dlm, ar, device)
+
+    async def count_tokens(self, key: tuple, text: str) -> int:
+        def job() -> int:
+            return len(self._engine_for(*key).encode(text))
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, job)
+
+    async def decode(
+        self,
+        key: tuple,
+        prefix: str,
+        suffix: str,
+        cfg: DecodeConfig,
+        cancel: threading.Event,
+        on_event: Callable[[Event], None],
+        on_done: Callable[[Result], None],
+    ) -> Result:
+        """Run one decode on the worker; `on_event` is called on the event loop per commit and
+        `on_done` once the decode has ended, even if the caller stopped waiting for it."""
+        loop = asyncio.get_running_loop()
+
+        def job() -> Result:
+            engine = self._engine_for(*key)
+            decoding = engine.decode(prefix, suffix, cfg, cancel=cancel)
+            for event in decoding:
+                loop.call_soon_threadsafe(on_event, event)
+            loop.call_soon_threadsafe(on_done, decoding.result)
+            return decoding.result
+
+        future = loop.run_in_executor(self._pool, job)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()  # the decode stops after its current iteration
+            raise
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,199 @@
+"""codila-lsp end to end: the real server over stdio (pytest-lsp) with tiny random models."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+URI = "file:///work/example.py"
+SOURCE = "def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n"
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"]))
+async def client(lsp_client: LanguageClient, tiny_pair):
+    lsp_client.drafts = []
+    lsp_client.edits = []
+
+    @lsp_client.feature("codila/draft")
+    def on_draft(params):
+        lsp_client.drafts.append(params)
+
+    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
+    def on_edit(params: types.ApplyWorkspaceEditParams):
+        lsp_client.edits.append(params)
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+    lsp_client.init_result = await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=types.ClientCapabilities(),
+        initialization_options={"dlm": str(tiny_pair[0]), "ar": str(tiny_pair[1]), "device": "cpu",
+                                "blockSize": 4, "spanCaps": {"lineRest": 8, "nextStatement": 12}},
+    ))
+    yield
+    await lsp_client.shutdown_session()
+
+
+def open_doc(client: LanguageClient, text: str = SOURCE, uri: str = URI, language: str = "python") -> None:
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
+
+
+def inline_params(line: int, character: int, uri: str = URI) -> types.InlineCompletionParams:
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
+
+
+def infill_params(start: tuple[int, int], end: tuple[int, int], uri: str = URI, **extra) -> dict:
+    return {"textDocument": {"uri": uri},
+            "range": {"start": {"line": start[0], "character": start[1]},
+                      "end": {"line": end[0], "character": end[1]}}, **extra}
+
+
+def rng(r) -> tuple:
+    if isinstance(r, dict):
+        return (r["start"]["line"], r["start"]["character"], r["end"]["line"], r["end"]["character"])
+    if hasattr(r, "start") and hasattr(r.start, "_asdict"):
+        return (r.start.line, r.start.character, r.end.line, r.end.character)
+    return (r.start.line, r.start.character, r.end.line, r.end.character)
+
+
+def field(obj, name):
+    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+
+
+async def test_initialize_advertises_features(client: LanguageClient):
+    caps = client.init_result.capabilities
+    assert caps.inline_completion_provider is not None
+    assert "codila.infillSelection" in caps.execute_command_provider.commands
+
+
+async def test_inline_completion_mid_line_replaces_rest_of_line(client: LanguageClient):
+    open_doc(client)
+    result = await client.text_document_inline_completion_async(inline_params(3, 6))
+    assert len(result.items) == 1
+    item = result.items[0]
+    assert rng(item.range) == (3, 6, 3, 16)  # `add(1, 2))` to the end of the line
+    assert "\n" not in item.insert_text
+
+
+async def test_drafts_stream_before_response_and_last_equals_result(client: LanguageClient):
+    open_doc(client)
+    result = await client.text_document_inline_completion_async(inline_params(1, 16))  # end of `return a + b`
+    drafts = [d for d in client.drafts if field(d, "uri") == URI]
+    assert len(drafts) >= 2  # 12 masks in blocks of 4: 3 commits, then the final draft
+    assert [field(d, "done") for d in drafts] == [False] * (len(drafts) - 1) + [True]
+    assert len({field(d, "id") for d in drafts}) == 1
+    assert field(drafts[-1], "text") == result.items[0].insert_text
+    assert rng(field(drafts[0], "range")) == rng(result.items[0].range)
+    assert "\u22ef" in field(drafts[0], "text")  # still-masked blocks show the placeholder
+
+
+async def test_position_outside_document_is_an_error(client: LanguageClient):
+    open_doc(client)
+    with pytest.raises(JsonRpcException, match="outside the document"):
+        await client.text_document_inline_completion_async(inline_params(40, 0))
+    with pytest.raises(JsonRpcException, match="outside the document"):
+        await client.text_document_inline_completion_async(inline_params(0, 99))
+    result = await client.text_document_inline_completion_async(inline_params(3, 6))  # still serving
+    assert len(result.items) == 1
+
+
+async def test_unknown_document_and_language(client: LanguageClient):
+    with pytest.raises(JsonRpcException, match="unknown document"):
+        await client.text_document_inline_completion_async(inline_params(0, 0, uri="file:///nope.py"))
+    open_doc(client, "fn main() {}\n", uri="file:///work/x.rs", language="rust")
+    with pytest.raises(JsonRpcException, match="Python only"):
+        await client.text_document_inline_completion_async(inline_params(0, 3, uri="file:///work/x.rs"))
+
+
+async def test_malformed_infill_request_is_an_error(client: LanguageClient):
+    open_doc(client)
+    for bad in ({}, {"textDocument": {"uri": URI}}, infill_params((0, 0), (0, 1), maxTokens=-3),
+                {"textDocument": {"uri": URI}, "range": {"start": {"line": "x", "character": 0}, "end": {}}}):
+        with pytest.raises(JsonRpcException, match="codila/infill"):
+            await client.protocol.send_request_async("codila/infill", bad)
+    with pytest.raises(JsonRpcException, match="before its start"):
+        await client.protocol.send_request_async("codila/infill", infill_params((1, 5), (0, 2)))
+    reply = await client.protocol.send_request_async("codila/infill", infill_params((1, 11), (1, 16)))
+    assert rng(field(reply, "range")) == (1, 11, 1, 16)
+
+
+async def test_non_ascii_document(client: LanguageClient):
+    text = 'name = "caf\u00e9 \U0001f600"\nprint(name, "\u6570\u636e")\n'
+    open_doc(client, text)
+    # line 1: `print(name, "数据")`; cursor after `print(` is UTF-16 column 6
+    result = await client.text_document_inline_completion_async(inline_params(1, 6))
+    assert rng(result.items[0].range) == (1, 6, 1, 17)
+    # the emoji counts 2 UTF-16 units: the closing quote of line 0 is at column 15, its end at 16
+    reply = await client.protocol.send_request_async("codila/infill", infill_params((0, 8), (0, 15)))
+    assert rng(field(reply, "range")) == (0, 8, 0, 15)
+    with pytest.raises(JsonRpcException, match="outside the document"):
+        await client.text_document_inline_completion_async(inline_params(0, 17))
+
+
+async def _long_infill(client: LanguageClient, msg_id: str):
+    """A decode of 400 single-token iterations: long enough to interrupt."""
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"codila": {"blockSize": 1}}))
+    return asyncio.wrap_future(client.protocol.send_request(
+        "codila/infill", infill_params((2, 0), (2, 0), maxTokens=400), msg_id=msg_id))
+
+
+async def test_cancel_request_stops_decode_and_server_keeps_serving(client: LanguageClient):
+    open_doc(client)
+    first_draft = client.protocol.wait_for_notification_async("codila/draft")
+    future = await _long_infill(client, "long-1")
+    await first_draft
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id="long-1"))
+    with pytest.raises((JsonRpcException, asyncio.CancelledError)):
+        await future
+    await asyncio.sleep(0.5)
+    logs = [m.message for m in client.log_messages if "infill" in m.message]
+    assert any("cancelled" in m for m in logs), logs
+    stopped = [m for m in logs if "cancelled" in m][0]
+    assert int(stopped.split(" tokens,")[0].rsplit(" ", 1)[1]) < 400
+    reply = await client.protocol.send_request_async("codila/infill", infill_params((1, 11), (1, 16)))
+    assert field(reply, "text") is not None
+
+
+async def test_newer_request_cancels_older(client: LanguageClient):
+    open_doc(client)
+    first_draft = client.protocol.wait_for_notification_async("codila/draft")
+    older = await _long_infill(client, "old-1")
+    await first_draft
+    newer = await client.protocol.send_request_async("codila/infill", infill_params((1, 11), (1, 16)))
+    assert await older is None  # superseded: empty reply
+    assert rng(field(newer, "range")) == (1, 11, 1, 16)
+
+
+async def test_edit_touching_span_cancels(client: LanguageClient):
+    open_doc(client)
+    first_draft = client.protocol.wait_for_notification_async("codila/draft")
+    pending = await _long_infill(client, "edit-1")
+    await first_draft
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=2, character=0), end=types.Position(line=2, character=0)),
+            text="x")]))
+    assert await pending is None
+
+
+async def test_infill_selection_command_applies_edit(client: LanguageClient):
+    open_doc(client)
+    args = [URI, {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 16}}]
+    reply = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="codila.infillSelection", arguments=args))
+    assert field(reply, "applied") is True
+    edit = client.edits[-1].edit.changes[URI][0]
+    assert edit.new_text == field(reply, "text")
+    assert rng(edit.range) == (1, 11, 1, 16)
+    logs = [m.message for m in client.log_messages if "infill" in m.message and "done" in m.message]
+    assert logs and "first block" in logs[-1] and "tokens/s" in logs[-1]
