@@ -1,0 +1,82 @@
+"""What the editor inserts for a span (lead and trim) and how client settings are read."""
+
+from __future__ import annotations
+
+import pytest
+
+from codila_engine.config import DecodeConfig
+from lsp_server.fill import lead, trim
+from lsp_server.settings import InfillLimits, Settings, SettingsError, apply_options
+from lsp_server.spans import Span, choose_span
+
+CURSOR = "\u25ae"
+
+
+def span_of(marked: str) -> tuple[Span, str]:
+    text = marked.replace(CURSOR, "")
+    return choose_span(text, marked.index(CURSOR)), text
+
+
+def test_lead_after_block_header_starts_an_indented_line():
+    span, text = span_of("def f(x):\u25ae\n")
+    assert span.kind == "block_body" and lead(text, span) == "\n    "
+
+
+def test_lead_on_blank_indented_line_adds_only_missing_indent():
+    span, text = span_of("def f(x):\n  \u25ae\n")
+    assert lead(text, span) == span.indent[2:]
+    span, text = span_of("def f(x):\n    \u25ae\n")
+    assert lead(text, span) == ""
+
+
+def test_lead_is_empty_mid_line():
+    span, text = span_of("print(\u25ae)\n")
+    assert span.kind == "line_rest" and lead(text, span) == ""
+
+
+def test_trim_line_rest_keeps_one_line():
+    span, _ = span_of("x = foo(\u25ae)\n")
+    assert trim("a, b)\nprint(x)", span, "\n") == "a, b)"
+
+
+def test_trim_body_stops_at_dedent_and_drops_repeated_suffix():
+    span, text = span_of("def f(x):\u25ae\n\nprint(f(1))\n")
+    fill = lead(text, span) + "y = x + 1\n    return y\nprint(f(1))\nmore()"
+    assert trim(fill, span, text[span.end:]) == "\n    y = x + 1\n    return y"
+    span, text = span_of("def f(x):\u25ae\n    return y\n")
+    fill = lead(text, span) + "y = x * 2\n    return y\n\n"
+    assert trim(fill, span, text[span.end:]) == "\n    y = x * 2"
+
+
+def test_settings_from_client_options():
+    settings, ignored = apply_options(Settings(), {
+        "dlm": "/m/dlm", "ar": "/m/ar", "blockSize": 8, "mode": "dynamic", "threshold": 0.5,
+        "spanCaps": {"lineRest": 5, "bogus": 1}, "infillMargin": 1.0, "colour": "red"})
+    assert settings.decode == DecodeConfig(block_size=8, mode="dynamic", threshold=0.5)
+    assert settings.caps.line_rest == 5 and settings.infill.margin == 1.0
+    assert settings.model_key == ("/m/dlm", "/m/ar", None)
+    assert ignored == ["colour", "spanCaps.bogus"]
+    nested, _ = apply_options(settings, {"codila": {"scope": 3}})  # didChangeConfiguration shape
+    assert nested.decode.scope == 3 and nested.decode.block_size == 8
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"blockSize": 0}, "block_size must be >= 1"),
+    ({"mode": "turbo"}, "mode must be one of"),
+    ({"spanCaps": {"lineRest": -1}}, "SpanCaps.line_rest"),
+    ({"spanCaps": 3}, "spanCaps must be an object"),
+    ({"infillMinTokens": 9, "infillMaxTokens": 4}, "infillMinTokens <= infillMaxTokens"),
+    ({"dlm": 5}, "'dlm' must be a string path"),
+    ("fast", "must be a JSON object"),
+])
+def test_bad_settings_name_the_problem(options, message):
+    with pytest.raises(SettingsError, match=message):
+        apply_options(Settings(), options)
+
+
+def test_infill_mask_tokens_from_selection():
+    limits = InfillLimits(margin=0.5, min_tokens=8, max_tokens=100, empty_selection_tokens=40)
+    assert limits.mask_tokens(0) == 40
+    assert limits.mask_tokens(2) == 8
+    assert limits.mask_tokens(20) == 30
+    assert limits.mask_tokens(1000) == 100
