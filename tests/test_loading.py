@@ -105,3 +105,25 @@ def test_cli_errors_are_clear(tiny_pair, capsys):
     assert main(["generate", "--prompt", "x", "--dlm", str(tiny_pair[0]), "--ar", str(tiny_pair[1]),
                  "--block-size", "0"]) == 2
     assert "block_size must be >= 1" in capsys.readouterr().err
+
+
+def test_dream_style_tokenizer_files(tiny_pair, tmp_path):
+    """Dream ships vocab.json + merges.txt and a remote-code tokenizer class; we read the files
+    as Qwen2's BPE, with the special tokens from added_tokens_decoder."""
+    from tokenizers import Tokenizer
+
+    folder = copy(tiny_pair[0], tmp_path / "dream")
+    fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    fast.model.save(str(folder))
+    (folder / "tokenizer.json").unlink()
+    specials = {name: fast.token_to_id(name) for name in ("<|endoftext|>", "<|beginoftext|>", "<|mask|>")}
+    added = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                      "special": True} for t, i in specials.items()}
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "added_tokens_decoder": added, "tokenizer_class": "DreamTokenizer",
+        "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
+        "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "mask_token": "<|mask|>"}))
+    engine = Engine.load(folder, tiny_pair[1], device="cpu")
+    assert engine.tokenizer.convert_tokens_to_ids("<|mask|>") == specials["<|mask|>"] == engine.dlm.mask_id
+    assert not engine.bridge.keep[specials["<|beginoftext|>"]]
+    assert engine.decode("x = 1\n", "").run().stats.iterations >= 1
