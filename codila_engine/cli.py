@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_decode_args(p)
         p.add_argument("--json", action="store_true", help="print the text and stats as one JSON object")
         p.set_defaults(func=fn)
+    from codila_engine.eval.cli import add_eval_subcommands  # here: eval.cli imports this module
+
+    from codila_engine.train.cli import add_train_subcommands
+
+    add_eval_subcommands(sub)
+    add_train_subcommands(sub)
     return parser
 
 

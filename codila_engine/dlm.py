@@ -80,10 +80,14 @@ class DreamDLM:
         """Final hidden states [L, H] of one canvas [L]: one bidirectional forward pass."""
         return self.model.model(input_ids=ids.unsqueeze(0)).last_hidden_state[0]
 
+    def head(self, states: torch.Tensor) -> torch.Tensor:
+        """Marginal logits [..., V] from hidden states already read at the shifted positions.
+        The mask token is never a prediction, so it gets no probability."""
+        logits = self.model.lm_head(states).float()
+        logits[..., self.mask_id] = float("-inf")
+        return logits
+
     @torch.inference_mode()
     def logits_at(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Logits [n, V] of the marginals at canvas positions [n]; lm_head runs only there.
-        The mask token is never a prediction, so it gets no probability."""
-        logits = self.model.lm_head(hidden[shifted_positions(positions)]).float()
-        logits[:, self.mask_id] = float("-inf")
-        return logits
+        """Logits [n, V] of the marginals at canvas positions [n]; lm_head runs only there."""
+        return self.head(hidden[shifted_positions(positions)])

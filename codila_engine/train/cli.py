@@ -1,0 +1,202 @@
+"""`codila train ...`: the tokenizer, the DLM and the AR, from Python sources or instruction data.
+
+Call add_train_subcommands(subparsers) from the main CLI; each subcommand sets `func`, which
+takes the parsed arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from codila_engine.train.models import ModelSize
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", action="append", default=[], metavar="DIR",
+                   help="directory of .py files (repeatable)")
+    g.add_argument("--data-jsonl", action="append", default=[], metavar="FILE",
+                   help="JSONL of instruction/response pairs or chat messages (repeatable)")
+    g.add_argument("--humaneval-dir", type=Path, default=None,
+                   help="HumanEval infilling files to keep out of training (default: the packaged copy)")
+    g.add_argument("--held-out-fraction", type=float, default=0.02, help="documents held out for validation")
+    g.add_argument("--max-documents", type=int, default=None, help="use a fixed sample of this many documents")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def _model_args(p: argparse.ArgumentParser, defaults: ModelSize) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--tokenizer", type=Path, default=None,
+                   help="tokenizer folder (default: the --init folder, or <out>/last on --resume)")
+    g.add_argument("--init", type=Path, default=None, help="start from this model folder instead of a new model")
+    for name, help_ in [("hidden", "hidden size"), ("layers", "transformer layers"), ("heads", "attention heads"),
+                        ("kv_heads", "key/value heads"), ("intermediate", "MLP size"),
+                        ("max_positions", "longest sequence the model supports")]:
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=help_)
+
+
+def _loop_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--out", type=Path, required=True, help="output folder (best/, last/, log.jsonl)")
+    g.add_argument("--steps", type=int, default=2000)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--seq-len", type=int, default=512)
+    g.add_argument("--lr", type=float, default=3e-4)
+    g.add_argument("--warmup-ratio", type=float, default=0.03)
+    g.add_argument("--clip-norm", type=float, default=7.0)
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--val-every", type=int, default=200, help="validate and checkpoint every N steps")
+    g.add_argument("--val-batches", type=int, default=8)
+    g.add_argument("--resume", action="store_true", help="continue from <out>/last")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def add_train_subcommands(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train the tokenizer, the DLM or the AR")
+    sub = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
+
+    tok = sub.add_parser("tokenizer", help="byte-level BPE on Python sources")
+    _data_args(tok)
+    tok.add_argument("--out", type=Path, required=True, help="folder for tokenizer.json and its configs")
+    tok.add_argument("--vocab-size", type=int, default=8192)
+    tok.add_argument("--max-bytes", type=int, default=100_000_000, help="train on at most this much text")
+    tok.set_defaults(func=run_tokenizer)
+
+    dlm = sub.add_parser("dlm", help="masked-diffusion pretraining of a Dream-format DLM")
+    _data_args(dlm)
+    _model_args(dlm, ModelSize(layers=6))
+    _loop_args(dlm)
+    dlm.add_argument("--span-fraction", type=float, default=0.3, help="sequences masked as spans")
+    dlm.add_argument("--pad-fraction", type=float, default=0.2,
+                     help="sequences masked as a span with padding inserted (variable-length infilling)")
+    dlm.set_defaults(func=run_dlm)
+
+    ar = sub.add_parser("ar-pretrain", help="next-token pretraining of a Qwen3 AR")
+    _data_args(ar)
+    _model_args(ar, ModelSize())
+    _loop_args(ar)
+    ar.set_defaults(func=run_ar_pretrain)
+
+    co = sub.add_parser("ar-codila", help="CoDiLA finetuning of the AR on a frozen DLM's soft tokens")
+    _data_args(co)
+    _loop_args(co)
+    co.add_argument("--dlm", type=Path, required=True, help="the frozen Dream-format DLM folder")
+    co.add_argument("--init", type=Path, default=None, help="the AR folder to finetune (e.g. from ar-pretrain)")
+    co.add_argument("--tokenizer", type=Path, default=None, help="default: the --init folder")
+    co.add_argument("--block-size", type=int, nargs="+", default=[2, 4, 8],
+                    help="block sizes B; each step draws one, so one AR serves all of them")
+    co.add_argument("--conditioning", choices=("soft", "top1"), default="soft")
+    co.set_defaults(func=run_ar_codila)
+
+
+def _corpus(args):
+    from codila_engine.train.data import load_corpus
+
+    corpus = load_corpus(args.data_dir, args.data_jsonl, humaneval_dir=args.humaneval_dir,
+                         held_out_fraction=args.held_out_fraction, max_documents=args.max_documents,
+                         progress=args.progress)
+    for line in corpus.report.lines():
+        print(line)
+    return corpus
+
+
+def run_tokenizer(args) -> None:
+    from codila_engine.train.tokenizer import save_tokenizer, train_tokenizer
+
+    corpus = _corpus(args)
+    texts, size = [], 0
+    for doc in corpus.train:
+        if size >= args.max_bytes:
+            break
+        texts.append(doc.text)
+        size += len(doc.text.encode())
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(texts, args.vocab_size, show_progress=args.progress)
+    folder = save_tokenizer(tokenizer, args.out)
+    sample = [d.text for d in corpus.held_out[:200]] or texts[:200]
+    n_tokens = sum(len(ids) for ids in tokenizer(sample, add_special_tokens=False)["input_ids"])
+    print(f"trained on {len(texts)} documents ({size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f}s; "
+          f"{len(tokenizer)} tokens; {sum(len(s.encode()) for s in sample) / max(n_tokens, 1):.2f} bytes/token "
+          f"on held-out files; saved to {folder}")
+
+
+def _setup(args):
+    """Threads, seed, device and tokenizer shared by the model commands."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from codila_engine.checkpoint import default_device
+    from codila_engine.train.loop import LoopConfig
+    from codila_engine.train.tokenizer import load_tokenizer
+
+    hf_logging.disable_progress_bar()  # checkpoint writes would break up the training bar
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = default_device() if args.device == "auto" else torch.device(args.device)
+    cfg = LoopConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                     lr=args.lr, warmup_ratio=args.warmup_ratio, clip_norm=args.clip_norm,
+                     weight_decay=args.weight_decay, val_every=args.val_every, val_batches=args.val_batches,
+                     seed=args.seed, resume=args.resume, progress=args.progress)
+    source = args.tokenizer or args.init or (args.out / "last" if args.resume else None)
+    if source is None:
+        raise SystemExit("give --tokenizer (a folder from `codila train tokenizer`) or --init (a model folder)")
+    size = None
+    if hasattr(args, "hidden"):
+        size = ModelSize(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
+                         intermediate=args.intermediate, max_positions=args.max_positions)
+    return cfg, device, load_tokenizer(source), size
+
+
+def _data(args, tokenizer):
+    from codila_engine.train.data import prepare_data
+
+    data = prepare_data(_corpus(args), tokenizer, args.seq_len, cache_dir=args.out / "data", progress=args.progress)
+    print(f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
+          f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens)"
+          + (f"; {data.too_long} instruction pairs too long, dropped" if data.too_long else ""))
+    return data
+
+
+def _finish(args, result) -> None:
+    summary = {"step": result.step, "best_val_loss": result.best_val,
+               "final_train_loss": result.losses[-1] if result.losses else None}
+    print(json.dumps(summary))
+    print(f"best checkpoint: {args.out / 'best'}; last: {args.out / 'last'}; log: {args.out / 'log.jsonl'}")
+
+
+def run_dlm(args) -> None:
+    from codila_engine.train.dlm_pretrain import train_dlm
+    from codila_engine.train.masking import DlmNoise
+
+    cfg, device, tokenizer, size = _setup(args)
+    data = _data(args, tokenizer)
+    noise = DlmNoise(span_fraction=args.span_fraction, pad_fraction=args.pad_fraction)
+    _finish(args, train_dlm(tokenizer, data.train, data.held_out, cfg, size=size, init=args.init,
+                            device=device, noise=noise))
+
+
+def run_ar_pretrain(args) -> None:
+    from codila_engine.train.ar_pretrain import train_ar
+
+    cfg, device, tokenizer, size = _setup(args)
+    data = _data(args, tokenizer)
+    _finish(args, train_ar(tokenizer, data.train, data.held_out, cfg, size=size, init=args.init, device=device))
+
+
+def run_ar_codila(args) -> None:
+    from codila_engine.train.ar_codila import train_ar_codila
+
+    if args.init is None and not args.resume:
+        raise SystemExit("codila train ar-codila: give --init (the AR to finetune) or --resume")
+    cfg, device, tokenizer, _ = _setup(args)
+    data = _data(args, tokenizer)
+    _finish(args, train_ar_codila(tokenizer, data.train, data.held_out, cfg, dlm_path=args.dlm, init=args.init,
+                                  block_sizes=tuple(args.block_size), conditioning=args.conditioning,
+                                  device=device))

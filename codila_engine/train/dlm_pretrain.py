@@ -1,0 +1,51 @@
+"""Masked-diffusion training of the Dream-format DLM (the noise is in masking.py)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from codila_engine.dlm import shifted_positions
+from codila_engine.train.loop import LoopConfig, TrainResult, resume_folder, train
+from codila_engine.train.masking import IGNORE, DlmNoise, dlm_mask
+from codila_engine.train.models import ModelSize, load_dlm, new_dlm, save_dream
+from codila_engine.train.sequences import Batch, SequenceData
+from codila_engine.train.tokenizer import pad_id
+
+
+def dlm_loss(model, batch: Batch, generator: torch.Generator, *, mask_id: int, pad: int,
+             noise: DlmNoise) -> torch.Tensor:
+    """Weighted cross-entropy on masked tokens, averaged over sequences.
+
+    Dream predicts token i from the hidden state at i-1, so the head runs only on the states
+    left of each target: cheaper than full logits when few tokens are masked.
+    """
+    m = dlm_mask(batch.ids, batch.target_starts, batch.lengths, mask_id=mask_id, pad_id=pad,
+                 generator=generator, noise=noise)
+    device = model.lm_head.weight.device
+    hidden = model.model(input_ids=m.noisy.to(device)).last_hidden_state
+    rows, cols = (m.labels != IGNORE).nonzero(as_tuple=True)
+    logits = model.lm_head(hidden[rows.to(device), shifted_positions(cols).to(device)]).float()
+    ce = F.cross_entropy(logits, m.labels[rows, cols].to(device), reduction="none")
+    return (ce * m.weights[rows, cols].to(device)).sum() / batch.ids.shape[0]
+
+
+def train_dlm(
+    tokenizer,
+    train_data: SequenceData,
+    val_data: SequenceData | None,
+    cfg: LoopConfig,
+    *,
+    size: ModelSize = ModelSize(),
+    init: str | Path | None = None,
+    device: torch.device = torch.device("cpu"),
+    noise: DlmNoise = DlmNoise(),
+) -> TrainResult:
+    """Train a new DLM of `size`, or continue one from `init` / from <out>/last when resuming."""
+    start = resume_folder(cfg) or init
+    model = load_dlm(start, device) if start is not None else new_dlm(size, tokenizer).to(device)
+    loss = partial(dlm_loss, mask_id=int(model.config.mask_token_id), pad=pad_id(tokenizer), noise=noise)
+    return train(model, loss, lambda m, folder: save_dream(m, tokenizer, folder), train_data, val_data, cfg)
