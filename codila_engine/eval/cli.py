@@ -1,0 +1,92 @@
+"""`codila eval humaneval-infilling ...`: evaluate through the language server, as editors use it.
+
+Call add_eval_subcommands(subparsers) from the main CLI; the subcommand sets `func`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from codila_engine.cli import add_decode_args, add_model_args
+from codila_engine.eval.humaneval import SPLITS
+
+
+def server_options(args: argparse.Namespace) -> dict:
+    """initializationOptions from the model and decoding flags (unset model flags are left out)."""
+    from lsp_server.settings import _DECODE_KEYS, _MODEL_KEYS  # the one place that knows the server's keys
+
+    options = {key: getattr(args, name) for key, name in _DECODE_KEYS.items() if hasattr(args, name)}
+    options.update({key: getattr(args, name) for key, name in _MODEL_KEYS.items() if getattr(args, name) is not None})
+    return options
+
+
+def _num(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _spread(s: dict) -> str:
+    return f"mean {_num(s['mean'])}  p50 {_num(s['p50'])}  p95 {_num(s['p95'])}"
+
+
+def format_summary(summary: dict) -> str:
+    """A short table of the metrics, for the terminal."""
+    m, n = summary["metrics"], summary["n"]
+    passed = round((m["pass_at_1"] or 0) * n)
+    valid = round((m["syntax_valid_rate"] or 0) * n)
+    rows = [
+        ("pass@1", f"{_num(m['pass_at_1'])}  ({passed}/{n})"),
+        ("syntax-valid", f"{_num(m['syntax_valid_rate'])}  ({valid}/{n})"),
+        ("latency (s)", _spread(m["latency_s"])),
+        ("first block, server (s)", _spread(m["first_block_s"])),
+        ("first draft, client (s)", _spread(m["first_draft_s"])),
+        ("tokens/s", f"{_num(m['tokens_per_s'], 1)} overall, {_num(m['tokens_per_s_mean'], 1)} mean per task"),
+        ("iterations per token", _num(m["iterations_per_token"])),
+        ("request errors", str(m["request_errors"]) + (f"  (first: {m['first_error']})" if m["first_error"] else "")),
+    ]
+    width = max(len(name) for name, _ in rows)
+    head = f"HumanEval-Infilling {summary['split']}: {n} tasks on {summary['device']} in {summary['eval_s']:.1f}s"
+    return "\n".join([head] + [f"  {name:<{width}}  {value}" for name, value in rows])
+
+
+def cmd_humaneval_infilling(args: argparse.Namespace) -> int:
+    from codila_engine.eval.client import ServerError  # the client stack loads only when used
+    from codila_engine.eval.run import evaluate
+
+    if args.think_ids:
+        raise ValueError("--think-ids is not a server setting; the eval cannot pass it to codila-lsp")
+    out = args.out or Path("runs/eval") / f"humaneval-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        summary = evaluate(args.split, out_dir=out, limit=args.limit, options=server_options(args),
+                           max_tokens=args.max_tokens, server_cmd=args.server_cmd, timeout_s=args.timeout,
+                           request_timeout_s=args.request_timeout, progress=args.progress)
+    except ServerError as exc:
+        print(f"codila eval: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    print(f"wrote {summary['files']['tasks']} and {summary['files']['summary']}")
+    return 0
+
+
+def add_eval_subcommands(subparsers) -> None:
+    ev = subparsers.add_parser("eval", help="benchmarks through the language server")
+    benchmarks = ev.add_subparsers(dest="benchmark", required=True)
+    # "resolve": --max-tokens takes over add_decode_args' --max-new-tokens (same meaning, per infill)
+    p = benchmarks.add_parser("humaneval-infilling", conflict_handler="resolve",
+                              help="HumanEval-Infilling pass@1, syntax validity and speed via codila-lsp")
+    p.add_argument("--split", choices=sorted(SPLITS), default="single-line")
+    p.add_argument("--limit", type=int, help="only the first N tasks of the split")
+    p.add_argument("--server-cmd", help="command that starts the server over stdio "
+                                        "(default: this Python running `-m lsp_server`, i.e. codila-lsp)")
+    p.add_argument("--out", type=Path, help="folder for tasks.jsonl and summary.json "
+                                            "(default: runs/eval/humaneval-SPLIT-TIME)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds each program may run its tests")
+    p.add_argument("--request-timeout", type=float, default=300.0, help="seconds to wait for one infill")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_model_args(p)
+    add_decode_args(p)
+    p.add_argument("--max-tokens", "--max-new-tokens", dest="max_tokens", type=int,
+                   help="maxTokens per infill, the span length (default: the server's infillTokens)")
+    p.set_defaults(func=cmd_humaneval_infilling)

@@ -1,0 +1,140 @@
+"""`codila eval humaneval-infilling`: metrics, scoring, and the real server driven over stdio."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from codila_engine.cli import main
+from codila_engine.eval.client import Reply, ServerError
+from codila_engine.eval.humaneval import load_split
+from codila_engine.eval.run import evaluate, metrics, percentile, spread, task_row
+
+ROW_FIELDS = {"task_id", "completion", "passed", "status", "message", "syntax_valid", "latency_s",
+              "first_block_s", "tokens", "iterations"}
+STATS = {"iterations": 2, "tokens": 8, "text_tokens": 6, "wall_s": 0.5, "first_commit_s": 0.1, "tokens_per_s": 12.0}
+
+# A stand-in server: answers the warm-up, then an error, a null, a canonical fill with one draft,
+# and dies on the next request, so the client's failure paths run without a model.
+FAKE_SERVER = """
+import os
+from pygls.exceptions import JsonRpcInternalError
+from pygls.lsp.server import LanguageServer
+from codila_engine.eval.humaneval import load_split
+from codila_engine.eval.run import task_uri
+
+CANONICAL = {task_uri(t): t.canonical_solution for t in load_split("single-line")[:10]}
+STATS = %r
+server = LanguageServer("fake-codila", "0")
+calls = []
+
+@server.feature("codila/infill")
+def infill(ls, params):
+    calls.append(params)
+    uri, rng = params.textDocument.uri, params.range._asdict()
+    if len(calls) == 2:
+        raise JsonRpcInternalError("boom from the fake server")
+    if len(calls) == 3:
+        return None
+    if len(calls) == 5:
+        os._exit(7)
+    if len(calls) == 4:
+        ls.protocol.notify("codila/draft", {"uri": uri, "id": ls.protocol.msg_id, "range": rng,
+                                            "text": "...", "done": False})
+    return {"range": rng, "text": CANONICAL.get(uri, ""), "stats": STATS}
+
+server.start_io()
+""" % (STATS,)
+
+
+def test_percentiles_on_known_values():
+    values = list(range(10, 0, -1))  # unsorted on purpose
+    assert percentile(values, 50) == pytest.approx(5.5)
+    assert percentile(values, 95) == pytest.approx(9.55)
+    assert percentile(values, 0) == 1 and percentile(values, 100) == 10
+    assert percentile([3.0], 95) == 3.0
+    assert spread([1, None, 2, 3, 4]) == {"n": 4, "mean": 2.5, "p50": 2.5, "p95": pytest.approx(3.85)}
+    assert spread([None]) == {"n": 0, "mean": None, "p50": None, "p95": None}
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match=r"\[0, 100\]"):
+        percentile([1], 101)
+
+
+def test_canonical_solutions_score_pass_at_1_of_one():
+    tasks = load_split("single-line")[:2] + load_split("multi-line")[:2]
+    rows = [task_row(t, Reply(t.canonical_solution, STATS, 0.25, 0.05)) for t in tasks]
+    m = metrics(rows)
+    assert (m["n"], m["pass_at_1"], m["syntax_valid_rate"], m["request_errors"]) == (4, 1.0, 1.0, 0)
+    assert m["tokens_per_s"] == pytest.approx(12.0) and m["iterations_per_token"] == pytest.approx(0.25)
+    assert m["latency_s"]["p50"] == pytest.approx(0.25)
+    # the same path fails a wrong fill, an unparsable one and a failed request
+    wrong = task_row(tasks[0], Reply(tasks[0].canonical_solution.replace("numbers", "numbers[:1]"), STATS, 0.3, 0.1))
+    broken = task_row(tasks[1], Reply("    for (\n", STATS, 0.3, 0.1))
+    failed = task_row(tasks[2], Reply(None, None, 1.0, None, error="timed out"))
+    assert (wrong["passed"], wrong["syntax_valid"], wrong["message"]) == (False, True, "AssertionError")
+    assert (broken["passed"], broken["syntax_valid"], broken["status"]) == (False, False, "failed")
+    assert (failed["status"], failed["message"], failed["syntax_valid"]) == ("request_error", "timed out", False)
+    m = metrics(rows + [wrong, broken, failed])
+    assert m["pass_at_1"] == pytest.approx(4 / 7) and m["syntax_valid_rate"] == pytest.approx(5 / 7)
+    assert m["request_errors"] == 1 and m["latency_s"]["n"] == 6  # speed only over answered requests
+
+
+def test_eval_command_runs_five_tasks_end_to_end(tiny_pair, tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = main(["eval", "humaneval-infilling", "--split", "single-line", "--limit", "5", "--dlm", str(tiny_pair[0]),
+               "--ar", str(tiny_pair[1]), "--device", "cpu", "--max-tokens", "8", "--block-size", "4",
+               "--out", str(out)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    rows = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == [t.task_id for t in load_split("single-line")[:5]]
+    for r in rows:
+        assert ROW_FIELDS <= set(r) and r["error"] is None
+        assert r["latency_s"] > 0 and r["iterations"] >= 1 and 1 <= r["tokens"] <= 8
+        assert r["status"] in {"passed", "failed", "timeout", "error"}
+    summary = json.loads((out / "summary.json").read_text())
+    m = summary["metrics"]
+    assert summary["split"] == "single-line" and summary["n"] == 5 and summary["stopped"] is None
+    assert summary["settings"]["initialization_options"]["blockSize"] == 4
+    assert summary["settings"]["max_tokens"] == 8 and summary["device"].startswith("cpu")
+    assert 0 <= m["pass_at_1"] <= 1 and 0 <= m["syntax_valid_rate"] <= 1
+    for key in ("latency_s", "first_block_s", "first_draft_s"):
+        assert m[key]["n"] == 5 and 0 < m[key]["p50"] <= m[key]["p95"], key
+    assert m["first_draft_s"]["mean"] < m["latency_s"]["mean"]  # drafts stream before the reply
+    assert m["tokens_per_s"] > 0 and m["iterations_per_token"] == pytest.approx(0.25)  # 8 tokens in blocks of 4
+    assert "pass@1" in printed.out and str(out / "summary.json") in printed.out
+
+
+def test_server_that_exits_at_once_is_a_clear_error(tmp_path, capsys):
+    started = time.monotonic()
+    dies = shlex.join([sys.executable, "-c", "import sys; print('no models here', file=sys.stderr); sys.exit(3)"])
+    rc = main(["eval", "humaneval-infilling", "--limit", "2", "--server-cmd", dies, "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "exited with code 3 during initialize" in err and "no models here" in err
+    rc = main(["eval", "humaneval-infilling", "--server-cmd", "no-such-codila-server", "--out", str(tmp_path / "b")])
+    assert rc == 1 and "could not start the language server 'no-such-codila-server'" in capsys.readouterr().err
+    assert time.monotonic() - started < 20
+    assert not (tmp_path / "a").exists()
+
+
+def test_request_errors_are_failed_tasks_and_server_death_stops(tmp_path):
+    script = tmp_path / "fake_server.py"
+    script.write_text(FAKE_SERVER)
+    out = tmp_path / "eval"
+    with pytest.raises(ServerError, match=r"(?s)exited with code 7 during the infill request.*after 4 of 6 tasks"):
+        evaluate("single-line", out_dir=out, limit=6, options={"device": "cpu"},
+                 server_cmd=[sys.executable, str(script)], progress=False)
+    rows = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["request_error", "request_error", "passed", "request_error"]
+    assert "boom from the fake server" in rows[0]["message"] and "null" in rows[1]["message"]
+    assert rows[2]["first_draft_s"] is not None and rows[2]["first_draft_s"] <= rows[2]["latency_s"]
+    assert "exited with code 7" in rows[3]["message"] and rows[3]["latency_s"] is None
+    summary = json.loads((out / "summary.json").read_text())
+    assert "exited with code 7" in summary["stopped"]
+    assert summary["metrics"]["pass_at_1"] == pytest.approx(0.25) and summary["metrics"]["request_errors"] == 3
