@@ -33,6 +33,8 @@ def add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=d.temperature)
     parser.add_argument("--top-p", type=float, default=d.top_p)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--fast", action="store_true",
+                        help="static-shape AR decode (one CUDA graph per iteration on GPU)")
 
 
 def decode_config(args: argparse.Namespace) -> DecodeConfig:
@@ -40,6 +42,7 @@ def decode_config(args: argparse.Namespace) -> DecodeConfig:
         decoder=args.decoder, block_size=args.block_size, mode=args.mode, threshold=args.threshold,
         scope=args.scope, conditioning=args.conditioning, tokens_per_step=args.tokens_per_step,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        fast=args.fast,
     )
 
 

@@ -24,6 +24,7 @@ class DecodeConfig:
     seed: int | None = 0
     max_context: int = 2048  # canvas tokens (prefix + span + suffix) kept around the span
     placeholder: str = "\u22ef"  # shown in drafts where tokens are still masked
+    fast: bool = False  # static-shape AR decode, one CUDA graph per iteration on GPU (static_ar.py)
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:

@@ -15,6 +15,7 @@ from codila_engine.codila import codila_step
 from codila_engine.config import DecodeConfig
 from codila_engine.decoding import CancelFlag, Decoding
 from codila_engine.dlm import DreamDLM
+from codila_engine.static_ar import StaticBlockDecoder
 from codila_engine.vocab import VocabBridge, build_bridge
 
 
@@ -23,6 +24,7 @@ class Engine:
         self.dlm = dlm
         self.ar = ar
         self.bridge: VocabBridge | None = None
+        self._static: dict[tuple, StaticBlockDecoder] = {}
         if ar is not None:
             self.bridge = build_bridge(
                 dlm.tokenizer,
@@ -49,6 +51,15 @@ class Engine:
         dlm = DreamDLM.load(dlm_path, device, dtype)
         ar = LocalAR.load(ar_path, device, dtype) if ar_path is not None else None
         return cls(dlm, ar, think_ids)
+
+    def static_decoder(self, cfg: DecodeConfig) -> StaticBlockDecoder:
+        """The fast AR path for this scope, block size and sampling; built (and on CUDA,
+        graph-captured) once and reused."""
+        key = (cfg.scope, cfg.block_size, cfg.temperature, cfg.top_p)
+        if key not in self._static:
+            self._static[key] = StaticBlockDecoder(self.ar, cfg.scope, cfg.block_size, temperature=cfg.temperature,
+                                                   top_p=cfg.top_p, allowed=self.bridge.ar_allowed)
+        return self._static[key]
 
     @property
     def tokenizer(self):
@@ -90,7 +101,8 @@ class Engine:
         if cfg.decoder == "codila":
             if self.ar is None or self.bridge is None:
                 raise ValueError("the codila decoder needs an AR model: load one (--ar PATH) or use --decoder dlm")
-            step = partial(codila_step, self.dlm, self.ar, self.bridge, canvas, cfg, generator)
+            ar = self.static_decoder(cfg) if cfg.fast else self.ar
+            step = partial(codila_step, self.dlm, ar, self.bridge, canvas, cfg, generator)
         else:
             step = partial(dlm_step, self.dlm, canvas, cfg, generator)
         return Decoding(step, canvas, self.decode_ids, cfg.placeholder, cancel)

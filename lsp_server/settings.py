@@ -12,8 +12,8 @@ from typing import Any
 from codila_engine.config import DecodeConfig
 from lsp_server.spans import SpanCaps
 
-# client key -> DecodeConfig field
-_DECODE_KEYS = {
+# client key -> DecodeConfig field (public: the eval client sends settings by these names)
+DECODE_KEYS = {
     "decoder": "decoder",
     "blockSize": "block_size",
     "mode": "mode",
@@ -26,6 +26,7 @@ _DECODE_KEYS = {
     "seed": "seed",
     "maxContext": "max_context",
     "placeholder": "placeholder",
+    "fast": "fast",
 }
 _CAP_KEYS = {"lineRest": "line_rest", "blockBody": "block_body", "nextStatement": "next_statement"}
 _INFILL_KEYS = {
@@ -34,7 +35,7 @@ _INFILL_KEYS = {
     "infillMaxTokens": "max_tokens",
     "infillTokens": "empty_selection_tokens",
 }
-_MODEL_KEYS = {"dlm": "dlm", "ar": "ar", "device": "device"}
+MODEL_KEYS = {"dlm": "dlm", "ar": "ar", "device": "device"}
 
 
 class SettingsError(ValueError):
@@ -92,10 +93,10 @@ def apply_options(base: Settings, options: Any) -> tuple[Settings, list[str]]:
         raise SettingsError(f"codila settings must be a JSON object, got {type(options).__name__}")
     if isinstance(options.get("codila"), dict):  # didChangeConfiguration sends {"codila": {...}}
         options = options["codila"]
-    known = set(_DECODE_KEYS) | set(_INFILL_KEYS) | set(_MODEL_KEYS) | {"spanCaps"}
+    known = set(DECODE_KEYS) | set(_INFILL_KEYS) | set(MODEL_KEYS) | {"spanCaps"}
     ignored = sorted(set(options) - known)
     try:
-        decode = base.decode.with_options(**_pick(options, _DECODE_KEYS))
+        decode = base.decode.with_options(**_pick(options, DECODE_KEYS))
         caps_opts = options.get("spanCaps") or {}
         if not isinstance(caps_opts, dict):
             raise SettingsError("spanCaps must be an object like {\"lineRest\": 16}")
@@ -104,7 +105,7 @@ def apply_options(base: Settings, options: Any) -> tuple[Settings, list[str]]:
         infill = replace(base.infill, **_pick(options, _INFILL_KEYS))
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"invalid codila setting: {exc}") from exc
-    models = _pick(options, _MODEL_KEYS)
+    models = _pick(options, MODEL_KEYS)
     for name, value in models.items():
         if value is not None and not isinstance(value, str):
             raise SettingsError(f"codila setting {name!r} must be a string path, got {value!r}")

@@ -6,7 +6,6 @@ import json
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -120,6 +119,8 @@ def test_server_that_exits_at_once_is_a_clear_error(tmp_path, capsys):
     rc = main(["eval", "humaneval-infilling", "--server-cmd", "no-such-codila-server", "--out", str(tmp_path / "b")])
     assert rc == 1 and "could not start the language server 'no-such-codila-server'" in capsys.readouterr().err
     assert time.monotonic() - started < 20
+    rc = main(["eval", "humaneval-infilling", "--think-ids", "1", "2", "--out", str(tmp_path / "c")])
+    assert rc == 2 and "--think-ids: not a codila-lsp setting" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
 
 
@@ -138,3 +139,10 @@ def test_request_errors_are_failed_tasks_and_server_death_stops(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert "exited with code 7" in summary["stopped"]
     assert summary["metrics"]["pass_at_1"] == pytest.approx(0.25) and summary["metrics"]["request_errors"] == 3
+
+
+def test_models_that_cannot_load_stop_the_eval_before_any_task(tiny_pair, tmp_path):
+    with pytest.raises(ServerError, match=r"not usable with these settings: could not load the models: DLM folder"):
+        evaluate("single-line", out_dir=tmp_path / "eval", limit=2, progress=False,
+                 options={"dlm": str(tmp_path / "missing"), "ar": str(tiny_pair[1]), "device": "cpu"})
+    assert not (tmp_path / "eval").exists()

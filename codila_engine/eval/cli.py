@@ -8,18 +8,29 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from codila_engine.cli import add_decode_args, add_model_args
+from codila_engine.config import DecodeConfig
 from codila_engine.eval.humaneval import SPLITS
 
 
 def server_options(args: argparse.Namespace) -> dict:
-    """initializationOptions from the model and decoding flags (unset model flags are left out)."""
-    from lsp_server.settings import _DECODE_KEYS, _MODEL_KEYS  # the one place that knows the server's keys
+    """initializationOptions from the model and decoding flags (unset model flags are left out).
 
-    options = {key: getattr(args, name) for key, name in _DECODE_KEYS.items() if hasattr(args, name)}
-    options.update({key: getattr(args, name) for key, name in _MODEL_KEYS.items() if getattr(args, name) is not None})
+    A decoding flag the server has no setting for is an error when set, not silently dropped."""
+    from lsp_server.settings import DECODE_KEYS, MODEL_KEYS
+
+    default, sent = DecodeConfig(), set(DECODE_KEYS.values()) | {"max_new_tokens"}  # that one is maxTokens
+    unsent = [f"--{f.name.replace('_', '-')}" for f in fields(DecodeConfig) if f.name not in sent
+              and hasattr(args, f.name) and getattr(args, f.name) != getattr(default, f.name)]
+    if args.think_ids:
+        unsent.append("--think-ids")
+    if unsent:
+        raise ValueError(f"{', '.join(unsent)}: not a codila-lsp setting, so the eval cannot pass it to the server")
+    options = {key: getattr(args, name) for key, name in DECODE_KEYS.items() if hasattr(args, name)}
+    options.update({key: getattr(args, name) for key, name in MODEL_KEYS.items() if getattr(args, name) is not None})
     return options
 
 
@@ -55,8 +66,6 @@ def cmd_humaneval_infilling(args: argparse.Namespace) -> int:
     from codila_engine.eval.client import ServerError  # the client stack loads only when used
     from codila_engine.eval.run import evaluate
 
-    if args.think_ids:
-        raise ValueError("--think-ids is not a server setting; the eval cannot pass it to codila-lsp")
     out = args.out or Path("runs/eval") / f"humaneval-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         summary = evaluate(args.split, out_dir=out, limit=args.limit, options=server_options(args),

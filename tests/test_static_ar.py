@@ -1,0 +1,82 @@
+"""The static-shape AR decoder (the CUDA-graph fast path) against the plain KV-cached decoder.
+
+On CPU the static decoder runs the same code eagerly; tests/test_cuda.py replays it as a graph.
+"""
+
+import pytest
+import torch
+
+from codila_engine.config import DecodeConfig
+from codila_engine.static_ar import StaticBlockDecoder
+
+PREFIX = "def add(a, b):\n"
+SUFFIX = "\nprint(add(1, 2))\n"
+
+
+@pytest.mark.parametrize("c,b", [(3, 4), (5, 2), (1, 8)])
+def test_greedy_matches_plain_decoder(engine, c, b):
+    torch.manual_seed(c * 10 + b)
+    ar = engine.ar
+    inputs = torch.randn(c, b + 2, ar.embedding.shape[1]) * 0.05
+    forced = torch.full((c, b), -1)
+    forced[0, : b // 2] = torch.arange(5, 5 + b // 2)
+    allowed = engine.bridge.ar_allowed
+    plain = ar.decode_blocks(inputs, forced, allowed=allowed, temperature=0, top_p=1)
+    fast = StaticBlockDecoder(ar, batch=6, block_size=b, temperature=0, top_p=1, allowed=allowed)
+    drafts = fast.decode_blocks(inputs, forced, allowed=allowed, temperature=0, top_p=1)
+    assert torch.equal(drafts.ids, plain.ids)
+    torch.testing.assert_close(drafts.entropy, plain.entropy, rtol=1e-4, atol=1e-4)
+    again = fast.decode_blocks(inputs[:1], forced[:1], temperature=0, top_p=1)  # reused buffers
+    assert torch.equal(again.ids, plain.ids[:1])
+
+
+def test_sampling_is_seeded_and_respects_allowed(engine):
+    ar = engine.ar
+    allowed = engine.bridge.ar_allowed
+    fast = StaticBlockDecoder(ar, batch=4, block_size=4, temperature=1.0, top_p=0.9, allowed=allowed)
+    inputs = torch.randn(4, 6, ar.embedding.shape[1])
+    free = torch.full((4, 4), -1)
+    a = fast.decode_blocks(inputs, free, temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(1))
+    b = fast.decode_blocks(inputs, free, temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(1))
+    c = fast.decode_blocks(inputs, free, temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a.ids, b.ids) and not torch.equal(a.ids, c.ids)
+    assert allowed[a.ids].all()
+
+
+def test_wrong_shapes_are_refused(engine):
+    fast = StaticBlockDecoder(engine.ar, batch=2, block_size=4, temperature=0, top_p=1)
+    with pytest.raises(ValueError, match="built for <= 2 blocks of 4"):
+        fast.decode_blocks(torch.zeros(3, 6, 64), torch.full((3, 4), -1), temperature=0, top_p=1)
+
+
+@pytest.fixture(scope="module")
+def sharp_engine(tiny_pair):
+    """Random models with larger weights: peaked distributions, so entropies of different blocks
+    are far apart and float rounding cannot flip a choice (the nearly uniform tiny models tie
+    to 1e-6)."""
+    from codila_engine.engine import Engine
+
+    engine = Engine.load(*tiny_pair, device="cpu")
+    with torch.no_grad():
+        for model in (engine.dlm.model, engine.ar.model):
+            for name, p in model.named_parameters():
+                if "norm" not in name:
+                    p.mul_(6.0)
+    return engine
+
+
+def test_engine_fast_path_commits_the_same_tokens(sharp_engine):
+    opts = dict(max_new_tokens=24, block_size=4, temperature=0)
+    plain = sharp_engine.decode(PREFIX, SUFFIX, DecodeConfig(**opts)).run()
+    fast = sharp_engine.decode(PREFIX, SUFFIX, DecodeConfig(fast=True, **opts)).run()
+    assert fast.ids == plain.ids and fast.stats.iterations == plain.stats.iterations == 6
+    # dynamic mode at a threshold where blocks land in pieces (partial prefixes and DLM tokens)
+    for tau in (1.0, 2.0, 3.0, 4.0, 4.5, 5.0, 5.2, 5.4):
+        dyn = DecodeConfig(mode="dynamic", threshold=tau, **opts)
+        plain = sharp_engine.decode(PREFIX, SUFFIX, dyn).run()
+        if plain.stats.iterations not in (6, 24):
+            break
+    else:
+        pytest.fail("no threshold gave a mixed dynamic run")
+    fast = sharp_engine.decode(PREFIX, SUFFIX, dyn.with_options(fast=True)).run()
+    assert fast.ids == plain.ids and fast.stats.iterations == plain.stats.iterations
