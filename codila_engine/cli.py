@@ -154,8 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from codila_engine.train.cli import add_train_subcommands
 
+    from codila_engine.bench import add_bench_subcommand
+
     add_eval_subcommands(sub)
     add_train_subcommands(sub)
+    add_bench_subcommand(sub)
     return parser
 
 

@@ -27,13 +27,14 @@ class Decoding:
         decode: Decode,
         placeholder: str,
         cancel: CancelFlag | None = None,
+        profile: bool = True,
     ) -> None:
         self.step = step
         self.canvas = canvas
         self.decode = decode
         self.placeholder = placeholder
         self.cancel = cancel
-        self.clock = Clock(canvas.ids.device)
+        self.clock = Clock(canvas.ids.device, profile)
         self.stats = Stats()
         self.result: Result | None = None
 

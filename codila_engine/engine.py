@@ -20,12 +20,15 @@ from codila_engine.vocab import VocabBridge, build_bridge
 
 
 class Engine:
-    def __init__(self, dlm: DreamDLM, ar: LocalAR | None = None, think_ids: tuple[int, int] | None = None) -> None:
+    def __init__(self, dlm: DreamDLM, ar: LocalAR | None = None, think_ids: tuple[int, int] | None = None,
+                 bridge: VocabBridge | None = None) -> None:
+        """`bridge` is normally built from the two tokenizers; benchmarks on tokenizer-less random
+        models pass their own."""
         self.dlm = dlm
         self.ar = ar
-        self.bridge: VocabBridge | None = None
+        self.bridge = bridge
         self._static: dict[tuple, StaticBlockDecoder] = {}
-        if ar is not None:
+        if ar is not None and bridge is None:
             self.bridge = build_bridge(
                 dlm.tokenizer,
                 ar.tokenizer,
@@ -74,7 +77,10 @@ class Engine:
     def canvas(self, prefix: str, suffix: str, cfg: DecodeConfig) -> Canvas:
         """Tokenise and lay out the canvas, keeping the context nearest the span."""
         prefix_ids, suffix_ids = self.encode(prefix), self.encode(suffix)
-        budget = cfg.max_context - cfg.span_tokens
+        budget = min(cfg.max_context, self.dlm.model.config.max_position_embeddings) - cfg.span_tokens
+        if budget < 0:
+            raise ValueError(f"a span of {cfg.span_tokens} tokens does not fit the DLM's "
+                             f"{self.dlm.model.config.max_position_embeddings} positions")
         keep_suffix = min(len(suffix_ids), max(budget // 4, budget - len(prefix_ids)))
         keep_prefix = budget - keep_suffix
         return Canvas(
@@ -94,7 +100,12 @@ class Engine:
 
         Iterate it for streaming events; `.run()` for the result only.
         """
-        canvas = self.canvas(prefix, suffix, cfg)
+        return self.start(self.canvas(prefix, suffix, cfg), cfg, cancel)
+
+    def start(self, canvas: Canvas, cfg: DecodeConfig, cancel: CancelFlag | None = None, *,
+              profile: bool = True, decode_text=None) -> Decoding:
+        """A decode of a canvas laid out already. `profile` times each phase (one host sync per
+        phase on CUDA); `decode_text` replaces the tokenizer for drafts (benchmarks)."""
         generator = None
         if cfg.seed is not None:
             generator = torch.Generator(self.dlm.device).manual_seed(cfg.seed)
@@ -105,4 +116,4 @@ class Engine:
             step = partial(codila_step, self.dlm, ar, self.bridge, canvas, cfg, generator)
         else:
             step = partial(dlm_step, self.dlm, canvas, cfg, generator)
-        return Decoding(step, canvas, self.decode_ids, cfg.placeholder, cancel)
+        return Decoding(step, canvas, decode_text or self.decode_ids, cfg.placeholder, cancel, profile)
