@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -30,6 +31,15 @@ class BlockDrafts:
     ids: torch.Tensor  # [C, B] the AR's tokens for each candidate block
     entropy: torch.Tensor  # [C, B] entropy of the AR's distribution at each token
     logits: torch.Tensor | None = None  # [C, B, V] when asked for (tests)
+
+
+class BlockDecoder(Protocol):
+    """What the CoDiLA step needs from the AR: LocalAR (plain) or static_ar.StaticBlockDecoder."""
+
+    embedding: torch.Tensor
+
+    def decode_blocks(self, inputs: torch.Tensor, forced: torch.Tensor, *, allowed: torch.Tensor | None,
+                      temperature: float, top_p: float, generator: torch.Generator | None) -> BlockDrafts: ...
 
 
 class LocalAR:

@@ -11,13 +11,13 @@ import torch
 from codila_engine.canvas import Canvas
 from codila_engine.clock import Clock
 from codila_engine.config import DecodeConfig
-from codila_engine.dlm import DreamDLM
+from codila_engine.dlm import Marginals
 from codila_engine.events import Commit
 from codila_engine.sampling import entropy, sample
 
 
 def dlm_step(
-    dlm: DreamDLM,
+    dlm: Marginals,
     canvas: Canvas,
     cfg: DecodeConfig,
     generator: torch.Generator | None,
@@ -25,8 +25,7 @@ def dlm_step(
 ) -> Commit:
     masked = torch.tensor(canvas.masked_offsets(), device=canvas.ids.device)
     with clock.phase("dlm"):
-        hidden = dlm.hidden_states(canvas.ids)
-        logits = dlm.logits_at(hidden, canvas.start + masked)
+        logits = dlm.marginal_logits(canvas.ids, canvas.start + masked)
     with clock.phase("select"):
         ids = sample(logits, cfg.temperature, cfg.top_p, generator)
         order = torch.argsort(entropy(logits), stable=True)[: cfg.k]

@@ -159,14 +159,21 @@ def run_bench(args) -> dict:
         cfg = DecodeConfig(block_size=block, scope=args.scope, max_new_tokens=args.span, temperature=0, top_p=1.0,
                            max_context=canvas_tokens + 1)
         entry = {"block_size": block}
-        for path, fast in (("plain", False), ("fast", True)):
-            run_once(engine, cfg.with_options(fast=fast), args, profile=False, limit=2)  # warm-up, graph capture
-            timed = run_once(engine, cfg.with_options(fast=fast), args, profile=False, limit=args.max_iterations)
-            profiled = run_once(engine, cfg.with_options(fast=fast), args, profile=True, limit=args.max_iterations)
+        paths = {"plain": {}, "fast": {"fast": True}}
+        if args.dual_cache:
+            paths["approx"] = {"fast": True, "dual_cache": args.dual_cache}
+        for path, options in paths.items():
+            path_cfg = cfg.with_options(**options)
+            run_once(engine, path_cfg, args, profile=False, limit=2)  # warm-up, graph capture
+            timed = run_once(engine, path_cfg, args, profile=False, limit=args.max_iterations)
+            profiled = run_once(engine, path_cfg, args, profile=True, limit=args.max_iterations)
             timed["ms_per_iteration"] = profiled["ms_per_iteration"]
             timed["dlm_vs_floor"] = floor_ms / profiled["ms_per_iteration"]["dlm"]
             entry[path] = timed
-        entry["agreement"] = agreement(entry["plain"].pop("ids"), entry["fast"].pop("ids"), shapes.mask_id)
+        exact = entry["plain"].pop("ids")
+        for path in paths:
+            if path != "plain":
+                entry[f"{path}_agreement"] = agreement(exact, entry[path].pop("ids"), shapes.mask_id)
         report["runs"].append(entry)
         print(format_run(entry))
     return report
@@ -179,12 +186,15 @@ def _device_name(device: torch.device) -> str:
 
 
 def format_run(entry: dict) -> str:
-    lines = [f"B = {entry['block_size']}: fast/plain token agreement {entry['agreement']:.4f}"]
-    for path in ("plain", "fast"):
+    agree = ", ".join(f"{k.split('_')[0]}/plain {v:.4f}" for k, v in entry.items() if k.endswith("_agreement"))
+    lines = [f"B = {entry['block_size']}: token agreement {agree}"]
+    for path in ("plain", "fast", "approx"):
+        if path not in entry:
+            continue
         r = entry[path]
         ms = r["ms_per_iteration"]
         lines.append(
-            f"  {path:5s} {r['tokens_per_s']:8.1f} tok/s  first block {r['first_block_ms']:7.1f} ms  per iteration: "
+            f"  {path:6s} {r['tokens_per_s']:8.1f} tok/s  first block {r['first_block_ms']:7.1f} ms  per iteration: "
             f"DLM {ms['dlm']:.2f}  cond {ms['cond']:.2f}  AR {ms['ar']:.2f}  select {ms['select']:.2f} ms  "
             f"(DLM at {100 * r['dlm_vs_floor']:.0f}% of floor)"
             + (f"  peak {r['peak_gpu_gib']:.1f} GiB" if "peak_gpu_gib" in r else ""))
@@ -200,6 +210,8 @@ def add_bench_subcommand(subparsers) -> None:
     p.add_argument("--scope", type=int, default=10)
     p.add_argument("--max-iterations", type=int, default=0, help="stop each run early (0: decode the whole span)")
     p.add_argument("--init-std", type=float, default=0.02, help="std of the random weights")
+    p.add_argument("--dual-cache", type=int, default=8, metavar="N",
+                   help="also run the approximate path: fast + dual cache refreshed every N iterations (0: skip)")
     p.add_argument("--device", help="default: cuda if available")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the report here")

@@ -35,6 +35,9 @@ def add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--fast", action="store_true",
                         help="static-shape AR decode (one CUDA graph per iteration on GPU)")
+    parser.add_argument("--dual-cache", type=int, default=d.dual_cache, metavar="N",
+                        help="approximate: reuse DLM keys/values away from the frontier, full forward every N "
+                             "iterations (0: exact)")
 
 
 def decode_config(args: argparse.Namespace) -> DecodeConfig:
@@ -42,7 +45,7 @@ def decode_config(args: argparse.Namespace) -> DecodeConfig:
         decoder=args.decoder, block_size=args.block_size, mode=args.mode, threshold=args.threshold,
         scope=args.scope, conditioning=args.conditioning, tokens_per_step=args.tokens_per_step,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        fast=args.fast,
+        fast=args.fast, dual_cache=args.dual_cache,
     )
 
 

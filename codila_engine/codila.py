@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from codila_engine.ar import LocalAR
+from codila_engine.ar import BlockDecoder
 from codila_engine.canvas import Canvas
 from codila_engine.clock import Clock
 from codila_engine.conditioning import soft_tokens, think_wrap
 from codila_engine.config import DecodeConfig
-from codila_engine.dlm import DreamDLM
+from codila_engine.dlm import Marginals
 from codila_engine.events import Commit
 from codila_engine.sampling import sample
 from codila_engine.selection import dynamic_choice, static_choice
@@ -45,8 +45,8 @@ def block_inputs(
 
 
 def codila_step(
-    dlm: DreamDLM,
-    ar: LocalAR,
+    dlm: Marginals,
+    ar: BlockDecoder,
     bridge: VocabBridge,
     canvas: Canvas,
     cfg: DecodeConfig,
@@ -61,8 +61,7 @@ def codila_step(
     committed = torch.tensor([canvas.committed_prefix(blk) for blk in blocks], device=device)
 
     with clock.phase("dlm"):
-        hidden = dlm.hidden_states(canvas.ids)
-        logits = dlm.logits_at(hidden, positions.flatten()).view(len(blocks), b, -1)
+        logits = dlm.marginal_logits(canvas.ids, positions.flatten()).view(len(blocks), b, -1)
     with clock.phase("cond"):
         probs = torch.softmax(logits, dim=-1)
         inputs, forced = block_inputs(probs, canvas.ids[positions], committed, ar.embedding, bridge, cfg.conditioning)

@@ -25,6 +25,7 @@ class DecodeConfig:
     max_context: int = 2048  # canvas tokens (prefix + span + suffix) kept around the span
     placeholder: str = "\u22ef"  # shown in drafts where tokens are still masked
     fast: bool = False  # static-shape AR decode, one CUDA graph per iteration on GPU (static_ar.py)
+    dual_cache: int = 0  # approximate: full DLM forward every N iterations, window only between; 0 = exact
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -45,6 +46,7 @@ class DecodeConfig:
         need(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
         need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         need(self.max_context > self.span_tokens, "max_context must exceed the span length")
+        need(self.dual_cache >= 0, f"dual_cache must be >= 0 (0 = exact), got {self.dual_cache}")
 
     @property
     def span_tokens(self) -> int:

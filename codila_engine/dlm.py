@@ -8,6 +8,7 @@ for position i is softmax(logits[i - 1]) (position 0 uses its own logits).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -33,6 +34,12 @@ def shifted_positions(positions: torch.Tensor) -> torch.Tensor:
 def align_logits(logits: torch.Tensor) -> torch.Tensor:
     """Full-sequence logits [..., L, V] re-indexed so row i predicts token i (for training)."""
     return torch.cat([logits[..., :1, :], logits[..., :-1, :]], dim=-2)
+
+
+class Marginals(Protocol):
+    """What the samplers need from a DLM: DreamDLM exactly, dual_cache.DualCacheDLM approximately."""
+
+    def marginal_logits(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor: ...
 
 
 class DreamDLM:
@@ -91,3 +98,7 @@ class DreamDLM:
     def logits_at(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits [n, V] of the marginals at canvas positions [n]; lm_head runs only there."""
         return self.head(hidden[shifted_positions(positions)])
+
+    def marginal_logits(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One DLM forward over the canvas, marginal logits at `positions`: what a sampler asks."""
+        return self.logits_at(self.hidden_states(ids), positions)

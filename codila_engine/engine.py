@@ -15,6 +15,7 @@ from codila_engine.codila import codila_step
 from codila_engine.config import DecodeConfig
 from codila_engine.decoding import CancelFlag, Decoding
 from codila_engine.dlm import DreamDLM
+from codila_engine.dual_cache import DualCacheDLM
 from codila_engine.static_ar import StaticBlockDecoder
 from codila_engine.vocab import VocabBridge, build_bridge
 
@@ -109,11 +110,12 @@ class Engine:
         generator = None
         if cfg.seed is not None:
             generator = torch.Generator(self.dlm.device).manual_seed(cfg.seed)
+        dlm = DualCacheDLM(self.dlm, cfg.dual_cache) if cfg.dual_cache else self.dlm
         if cfg.decoder == "codila":
             if self.ar is None or self.bridge is None:
                 raise ValueError("the codila decoder needs an AR model: load one (--ar PATH) or use --decoder dlm")
             ar = self.static_decoder(cfg) if cfg.fast else self.ar
-            step = partial(codila_step, self.dlm, ar, self.bridge, canvas, cfg, generator)
+            step = partial(codila_step, dlm, ar, self.bridge, canvas, cfg, generator)
         else:
-            step = partial(dlm_step, self.dlm, canvas, cfg, generator)
+            step = partial(dlm_step, dlm, canvas, cfg, generator)
         return Decoding(step, canvas, decode_text or self.decode_ids, cfg.placeholder, cancel, profile)

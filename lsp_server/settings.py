@@ -27,6 +27,7 @@ DECODE_KEYS = {
     "maxContext": "max_context",
     "placeholder": "placeholder",
     "fast": "fast",
+    "dualCache": "dual_cache",
 }
 _CAP_KEYS = {"lineRest": "line_rest", "blockBody": "block_body", "nextStatement": "next_statement"}
 _INFILL_KEYS = {

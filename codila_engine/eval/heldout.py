@@ -1,0 +1,158 @@
+"""Infilling tasks cut from held-out Python files, and how a fill is scored.
+
+The files come from the training corpus's held-out split (whole files, chosen by content hash),
+so no model saw them. Two kinds of span:
+
+- `single-line`: one logical line that fits on one physical line (a statement or a block
+  header such as `for x in xs:`), at least MIN_LINE_CHARS long; the span is the line after its
+  indentation. Found with `tokenize`, so docstring text and continuation lines never qualify.
+- `multi-line`: 2-5 physical lines made of consecutive sibling statements of one block body
+  (a function, loop, branch, class ...), from the first statement's first character to the end
+  of the last statement's line. Found with `ast`.
+
+A fill is syntax-valid when the whole original file with the fill in place parses, and an exact
+match when it equals the truth up to trailing whitespace on each line and blank lines around it.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import random
+import tokenize
+from dataclasses import dataclass
+from typing import Iterable
+
+from codila_engine.eval.humaneval import parses
+
+KINDS = ("single-line", "multi-line")
+MIN_LINE_CHARS = 8
+MAX_SPAN_CHARS = {"single-line": 120, "multi-line": 400}  # longer spans would dominate the decode time
+MULTI_LINES = (2, 5)
+PREFIX_CHARS, SUFFIX_CHARS = 1500, 600
+
+
+@dataclass(frozen=True)
+class HeldOutTask:
+    task_id: str  # "<source>:<first line>:<kind>"
+    kind: str
+    prefix: str  # what the model sees before the span (the end of `before`, from a line start)
+    middle: str  # the truth
+    suffix: str  # what the model sees after the span (the start of `after`, to a line end)
+    before: str  # the whole file before the span
+    after: str  # the whole file after the span
+
+    def program(self, fill: str) -> str:
+        return self.before + fill + self.after
+
+
+def normalize(text: str) -> str:
+    """Trailing whitespace of each line and blank lines around the text do not count."""
+    return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
+
+
+def exact_match(task: HeldOutTask, fill: str) -> bool:
+    return normalize(fill) == normalize(task.middle)
+
+
+def syntax_valid(task: HeldOutTask, fill: str) -> bool:
+    return parses(task.program(fill))
+
+
+# --- spans -------------------------------------------------------------------------------
+# A span is (first line, start column, last line): lines 1-based; it runs from the column on
+# the first line to the end of the last line (its line break stays in the suffix).
+Span = tuple[int, int, int]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def single_line_spans(text: str) -> list[Span]:
+    """Logical lines that start and end on the same physical line, long enough to be worth it."""
+    lines = text.split("\n")
+    spans, start = [], None
+    skip = (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING)
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if start is None and tok.type not in skip and tok.type != tokenize.ENDMARKER:
+            start = tok.start[0]
+        elif tok.type == tokenize.NEWLINE:
+            line = lines[start - 1]
+            if tok.start[0] == start and len(line.strip()) >= MIN_LINE_CHARS:
+                spans.append((start, _indent(line), start))
+            start = None
+    return spans
+
+
+def multi_line_spans(tree: ast.Module, text: str) -> list[Span]:
+    """Runs of sibling statements in a block body covering 2-5 lines, each run whole lines."""
+    lines = text.split("\n")
+    spans = []
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, ast.Module) or not isinstance(body, list) or not body:
+            continue
+        for i, first in enumerate(body):
+            if first.col_offset != _indent(lines[first.lineno - 1]):  # not first on its line: `if x: y`
+                continue
+            top = min([first.lineno] + [d.lineno for d in getattr(first, "decorator_list", [])])
+            for j in range(i, len(body)):
+                last = body[j].end_lineno
+                if last - top + 1 > MULTI_LINES[1]:
+                    break
+                shared = j + 1 < len(body) and body[j + 1].lineno == last  # `a = 1; b = 2`
+                if last - top + 1 >= MULTI_LINES[0] and not shared:
+                    spans.append((top, _indent(lines[top - 1]), last))
+    return spans
+
+
+# --- tasks -------------------------------------------------------------------------------
+def cut(text: str, span: Span, kind: str, source: str) -> HeldOutTask:
+    """The task for a span of a file with "\n" line breaks: the truth, the trimmed context the
+    model sees, and the whole file around it."""
+    first, col, last = span
+    lines = text.split("\n")
+    begin = sum(len(line) + 1 for line in lines[: first - 1]) + col
+    end = sum(len(line) + 1 for line in lines[: last - 1]) + len(lines[last - 1])
+    before, middle, after = text[:begin], text[begin:end], text[end:]
+    prefix = before[-PREFIX_CHARS:]
+    if len(prefix) < len(before):
+        prefix = prefix[prefix.find("\n") + 1:] if "\n" in prefix else ""
+    suffix = after[:SUFFIX_CHARS]
+    if len(suffix) < len(after):
+        suffix = suffix[: suffix.rfind("\n") + 1]
+    return HeldOutTask(f"{source}:{first}:{kind}", kind, prefix, middle, suffix, before, after)
+
+
+def file_tasks(text: str, source: str) -> dict[str, list[HeldOutTask]]:
+    """Every candidate task of a file by kind (none when the file does not parse). Line breaks
+    become "\n" first, so that line numbers mean the same to ast, tokenize and the cutting."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        tree = ast.parse(text)
+        single = single_line_spans(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, tokenize.TokenError):
+        return {kind: [] for kind in KINDS}
+    found = {"single-line": single, "multi-line": multi_line_spans(tree, text)}
+    tasks = {kind: [cut(text, span, kind, source) for span in spans] for kind, spans in found.items()}
+    return {kind: [t for t in ts if t.middle.strip() and len(t.middle) <= MAX_SPAN_CHARS[kind]]
+            for kind, ts in tasks.items()}
+
+
+def build_tasks(documents: Iterable, per_kind: int, seed: int = 0) -> dict[str, list[HeldOutTask]]:
+    """`per_kind` tasks of each kind, at most one per file and kind, from a seeded shuffle of the
+    documents (anything with `.source` and `.text`); fewer where the files run out."""
+    if per_kind < 0:
+        raise ValueError(f"the number of held-out tasks must be >= 0, got {per_kind}")
+    docs = sorted(documents, key=lambda d: d.source)
+    rng = random.Random(seed)
+    rng.shuffle(docs)
+    chosen: dict[str, list[HeldOutTask]] = {kind: [] for kind in KINDS}
+    for doc in docs:
+        if all(len(ts) >= per_kind for ts in chosen.values()):
+            break
+        for kind, candidates in file_tasks(doc.text, doc.source).items():
+            if candidates and len(chosen[kind]) < per_kind:
+                chosen[kind].append(rng.choice(candidates))
+    return chosen
