@@ -13,16 +13,7 @@ from typing import Protocol
 
 import torch
 
-from codila_engine.checkpoint import (
-    ModelFolderError,
-    build_config,
-    check_folder,
-    default_device,
-    default_dtype,
-    load_tokenizer,
-    load_weights,
-    read_config,
-)
+from codila_engine.checkpoint import load_checkpoint
 from codila_engine.sampling import entropy, sample
 
 
@@ -51,17 +42,9 @@ class LocalAR:
     def load(cls, path: str | Path, device: torch.device | None = None, dtype: torch.dtype | None = None) -> "LocalAR":
         from transformers import Qwen3Config, Qwen3ForCausalLM
 
-        folder = check_folder(path, "AR")
-        raw = read_config(folder)
-        if raw.get("model_type") != "qwen3":
-            raise ModelFolderError(
-                f"AR folder {folder} is not a Qwen3 checkpoint (model_type={raw.get('model_type')!r}, expected 'qwen3')"
-            )
-        device = device or default_device()
-        fields = {k: v for k, v in raw.items() if k not in ("architectures", "model_type", "transformers_version")}
-        config = build_config(Qwen3Config, fields, folder, "AR")
-        model = load_weights(Qwen3ForCausalLM, folder, config, device, dtype or default_dtype(device), "AR")
-        return cls(model, load_tokenizer(folder))
+        model, tokenizer, _ = load_checkpoint(path, "AR", "Qwen3", lambda raw: raw.get("model_type") == "qwen3",
+                                              Qwen3ForCausalLM, Qwen3Config, device=device, dtype=dtype)
+        return cls(model, tokenizer)
 
     @property
     def embedding(self) -> torch.Tensor:

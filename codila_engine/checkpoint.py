@@ -99,6 +99,31 @@ def load_weights(model_cls, folder: Path, config, device: torch.device, dtype: t
     return model.to(device).eval()
 
 
+_NOT_CONFIG = {"architectures", "auto_map", "model_type", "transformers_version", "torch_dtype", "dtype"}
+
+
+def load_checkpoint(path, role: str, kind: str, is_kind, model_cls, config_cls, *, device: torch.device | None,
+                    dtype: torch.dtype | None, required: tuple[str, ...] = (), **overrides):
+    """Check, configure and load one model folder: (model, tokenizer, raw config.json).
+
+    `is_kind(raw)` tells whether config.json describes the expected kind of model; the config
+    class is built from config.json's own fields plus `overrides`.
+    """
+    folder = check_folder(path, role)
+    raw = read_config(folder)
+    if not is_kind(raw):
+        raise ModelFolderError(f"{role} folder {folder} is not a {kind} checkpoint "
+                               f"(architectures={raw.get('architectures')}, model_type={raw.get('model_type')!r})")
+    for key in required:
+        if raw.get(key) is None:
+            raise ModelFolderError(f"{role} config {folder / 'config.json'} has no {key}")
+    fields = {**{k: v for k, v in raw.items() if k not in _NOT_CONFIG}, **overrides}
+    config = build_config(config_cls, fields, folder, role)
+    device = device or default_device()
+    model = load_weights(model_cls, folder, config, device, dtype or default_dtype(device), role)
+    return model, load_tokenizer(folder), raw
+
+
 def shipped_models() -> tuple[Path, Path] | None:
     """The small DLM/AR pair inside the package, used when no model folders are given."""
     assets = Path(__file__).parent / "assets"

@@ -12,18 +12,7 @@ from typing import Protocol
 
 import torch
 
-from codila_engine.checkpoint import (
-    ModelFolderError,
-    build_config,
-    check_folder,
-    default_device,
-    default_dtype,
-    load_tokenizer,
-    load_weights,
-    read_config,
-)
-
-_NOT_QWEN2 = {"architectures", "auto_map", "model_type", "transformers_version", "torch_dtype", "dtype"}
+from codila_engine.checkpoint import load_checkpoint
 
 
 def shifted_positions(positions: torch.Tensor) -> torch.Tensor:
@@ -54,24 +43,14 @@ class DreamDLM:
     def load(cls, path: str | Path, device: torch.device | None = None, dtype: torch.dtype | None = None) -> "DreamDLM":
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
-        folder = check_folder(path, "DLM")
-        raw = read_config(folder)
-        if "DreamModel" not in (raw.get("architectures") or []) and raw.get("model_type") != "Dream":
-            raise ModelFolderError(
-                f"DLM folder {folder} is not a Dream checkpoint "
-                f"(architectures={raw.get('architectures')}, model_type={raw.get('model_type')!r})"
-            )
-        for key in ("mask_token_id", "eos_token_id"):
-            if raw.get(key) is None:
-                raise ModelFolderError(f"DLM config {folder / 'config.json'} has no {key}")
-        fields = {k: v for k, v in raw.items() if k not in _NOT_QWEN2}
-        config = build_config(Qwen2Config, {**fields, "is_causal": False}, folder, "DLM")
-        device = device or default_device()
-        model = load_weights(Qwen2ForCausalLM, folder, config, device, dtype or default_dtype(device), "DLM")
+        model, tokenizer, raw = load_checkpoint(
+            path, "DLM", "Dream", lambda raw: "DreamModel" in (raw.get("architectures") or [])
+            or raw.get("model_type") == "Dream", Qwen2ForCausalLM, Qwen2Config, device=device, dtype=dtype,
+            required=("mask_token_id", "eos_token_id"), is_causal=False)
         eos = raw["eos_token_id"]
         eos = eos[0] if isinstance(eos, list) else eos
         pad = raw.get("pad_token_id")
-        return cls(model, load_tokenizer(folder), mask_id=int(raw["mask_token_id"]), eos_id=int(eos),
+        return cls(model, tokenizer, mask_id=int(raw["mask_token_id"]), eos_id=int(eos),
                    pad_id=None if pad is None else int(pad))
 
     @property

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from codila_engine.train.loop import LoopConfig, TrainResult, resume_folder, train
+from codila_engine.train.loop import LoopConfig, TrainResult, starting_model, train
 from codila_engine.train.masking import IGNORE
 from codila_engine.train.models import ModelSize, load_ar, new_ar, save_ar
 from codila_engine.train.sequences import Batch, SequenceData
@@ -36,6 +36,5 @@ def train_ar(
     device: torch.device = torch.device("cpu"),
 ) -> TrainResult:
     """Train a new AR of `size`, or continue one from `init` / from <out>/last when resuming."""
-    start = resume_folder(cfg) or init
-    model = load_ar(start, device) if start is not None else new_ar(size, tokenizer).to(device)
+    model = starting_model(cfg, init, load_ar, lambda: new_ar(size, tokenizer), device)
     return train(model, ar_loss, lambda m, folder: save_ar(m, tokenizer, folder), train_data, val_data, cfg)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from codila_engine.dlm import shifted_positions
-from codila_engine.train.loop import LoopConfig, TrainResult, resume_folder, train
+from codila_engine.train.loop import LoopConfig, TrainResult, starting_model, train
 from codila_engine.train.masking import IGNORE, DlmNoise, dlm_mask
 from codila_engine.train.models import ModelSize, load_dlm, new_dlm, save_dream
 from codila_engine.train.sequences import Batch, SequenceData
@@ -45,7 +45,6 @@ def train_dlm(
     noise: DlmNoise = DlmNoise(),
 ) -> TrainResult:
     """Train a new DLM of `size`, or continue one from `init` / from <out>/last when resuming."""
-    start = resume_folder(cfg) or init
-    model = load_dlm(start, device) if start is not None else new_dlm(size, tokenizer).to(device)
+    model = starting_model(cfg, init, load_dlm, lambda: new_dlm(size, tokenizer), device)
     loss = partial(dlm_loss, mask_id=int(model.config.mask_token_id), pad=pad_id(tokenizer), noise=noise)
     return train(model, loss, lambda m, folder: save_dream(m, tokenizer, folder), train_data, val_data, cfg)

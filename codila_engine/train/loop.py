@@ -74,6 +74,12 @@ def resume_folder(cfg: LoopConfig) -> Path | None:
     return last
 
 
+def starting_model(cfg: LoopConfig, init, load: Callable, new: Callable, device: torch.device):
+    """The model a run starts from: <out>/last when resuming, else `init`, else a new one."""
+    start = resume_folder(cfg) or init
+    return load(start, device) if start is not None else new().to(device)
+
+
 def _log(cfg: LoopConfig, record: dict) -> None:
     with (cfg.out / LOG_FILE).open("a") as f:
         f.write(json.dumps(record) + "\n")
