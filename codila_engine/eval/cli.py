@@ -1,4 +1,5 @@
-"""`codila eval humaneval-infilling ...`: evaluate through the language server, as editors use it.
+"""`codila eval humaneval-infilling ...`: evaluate through the language server, as editors use it;
+`codila eval table ...` (table.py): the README's comparison of decoders.
 
 Call add_eval_subcommands(subparsers) from the main CLI; the subcommand sets `func`.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from codila_engine.cli import add_decode_args, add_model_args
 from codila_engine.config import DecodeConfig
 from codila_engine.eval.humaneval import SPLITS
+from codila_engine.eval.table import add_table_subcommand
 
 
 def server_options(args: argparse.Namespace) -> dict:
@@ -99,3 +101,4 @@ def add_eval_subcommands(subparsers) -> None:
     p.add_argument("--max-tokens", "--max-new-tokens", dest="max_tokens", type=int,
                    help="maxTokens per infill, the span length (default: the server's infillTokens)")
     p.set_defaults(func=cmd_humaneval_infilling)
+    add_table_subcommand(benchmarks)

@@ -10,7 +10,9 @@ so no model saw them. Two kinds of span:
   (a function, loop, branch, class ...), from the first statement's first character to the end
   of the last statement's line. Found with `ast`.
 
-A fill is syntax-valid when the whole original file with the fill in place parses, and an exact
+Files are taken in a seeded shuffle, at most one task per file and kind, spans capped at
+MAX_SPAN_CHARS. The model sees up to PREFIX_CHARS before the span (from a line start) and
+SUFFIX_CHARS after it (to a line end). A fill is syntax-valid when the whole original file with the fill in place parses, and an exact
 match when it equals the truth up to trailing whitespace on each line and blank lines around it.
 """
 
@@ -51,8 +53,8 @@ def normalize(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
 
 
-def exact_match(task: HeldOutTask, fill: str) -> bool:
-    return normalize(fill) == normalize(task.middle)
+def exact_match(fill: str, truth: str) -> bool:
+    return normalize(fill) == normalize(truth)
 
 
 def syntax_valid(task: HeldOutTask, fill: str) -> bool:
@@ -108,13 +110,29 @@ def multi_line_spans(tree: ast.Module, text: str) -> list[Span]:
 
 
 # --- tasks -------------------------------------------------------------------------------
-def cut(text: str, span: Span, kind: str, source: str) -> HeldOutTask:
-    """The task for a span of a file with "\n" line breaks: the truth, the trimmed context the
-    model sees, and the whole file around it."""
-    first, col, last = span
+def _bounds(text: str, spans: list[Span]) -> list[tuple[int, int]]:
+    """(begin, end) str offsets of each span."""
     lines = text.split("\n")
-    begin = sum(len(line) + 1 for line in lines[: first - 1]) + col
-    end = sum(len(line) + 1 for line in lines[: last - 1]) + len(lines[last - 1])
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    return [(starts[first - 1] + col, starts[last - 1] + len(lines[last - 1])) for first, col, last in spans]
+
+
+def candidate_spans(text: str) -> dict[str, list[Span]]:
+    """Every usable span of a file with LF line breaks, by kind (none when it does not parse)."""
+    try:
+        found = {"single-line": single_line_spans(text), "multi-line": multi_line_spans(ast.parse(text), text)}
+    except (SyntaxError, ValueError, RecursionError, MemoryError, tokenize.TokenError):
+        return {kind: [] for kind in KINDS}
+    return {kind: [span for span, (begin, end) in zip(spans, _bounds(text, spans))
+                   if end - begin <= MAX_SPAN_CHARS[kind] and text[begin:end].strip()]
+            for kind, spans in found.items()}
+
+
+def cut(text: str, span: Span, kind: str, source: str) -> HeldOutTask:
+    """The task for a span: the truth, the trimmed context the model sees, the whole file."""
+    (begin, end), = _bounds(text, [span])
     before, middle, after = text[:begin], text[begin:end], text[end:]
     prefix = before[-PREFIX_CHARS:]
     if len(prefix) < len(before):
@@ -122,27 +140,15 @@ def cut(text: str, span: Span, kind: str, source: str) -> HeldOutTask:
     suffix = after[:SUFFIX_CHARS]
     if len(suffix) < len(after):
         suffix = suffix[: suffix.rfind("\n") + 1]
-    return HeldOutTask(f"{source}:{first}:{kind}", kind, prefix, middle, suffix, before, after)
-
-
-def file_tasks(text: str, source: str) -> dict[str, list[HeldOutTask]]:
-    """Every candidate task of a file by kind (none when the file does not parse). Line breaks
-    become "\n" first, so that line numbers mean the same to ast, tokenize and the cutting."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    try:
-        tree = ast.parse(text)
-        single = single_line_spans(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError, tokenize.TokenError):
-        return {kind: [] for kind in KINDS}
-    found = {"single-line": single, "multi-line": multi_line_spans(tree, text)}
-    tasks = {kind: [cut(text, span, kind, source) for span in spans] for kind, spans in found.items()}
-    return {kind: [t for t in ts if t.middle.strip() and len(t.middle) <= MAX_SPAN_CHARS[kind]]
-            for kind, ts in tasks.items()}
+    return HeldOutTask(f"{source}:{span[0]}:{kind}", kind, prefix, middle, suffix, before, after)
 
 
 def build_tasks(documents: Iterable, per_kind: int, seed: int = 0) -> dict[str, list[HeldOutTask]]:
     """`per_kind` tasks of each kind, at most one per file and kind, from a seeded shuffle of the
-    documents (anything with `.source` and `.text`); fewer where the files run out."""
+    documents (anything with `.source` and `.text`); fewer where the files run out.
+
+    Line breaks become LF first, so that line numbers mean the same to ast, tokenize and the
+    cutting; the task's file is that normalised text."""
     if per_kind < 0:
         raise ValueError(f"the number of held-out tasks must be >= 0, got {per_kind}")
     docs = sorted(documents, key=lambda d: d.source)
@@ -150,9 +156,10 @@ def build_tasks(documents: Iterable, per_kind: int, seed: int = 0) -> dict[str, 
     rng.shuffle(docs)
     chosen: dict[str, list[HeldOutTask]] = {kind: [] for kind in KINDS}
     for doc in docs:
-        if all(len(ts) >= per_kind for ts in chosen.values()):
+        if all(len(tasks) >= per_kind for tasks in chosen.values()):
             break
-        for kind, candidates in file_tasks(doc.text, doc.source).items():
-            if candidates and len(chosen[kind]) < per_kind:
-                chosen[kind].append(rng.choice(candidates))
+        text = doc.text.replace("\r\n", "\n").replace("\r", "\n")
+        for kind, spans in candidate_spans(text).items():
+            if spans and len(chosen[kind]) < per_kind:
+                chosen[kind].append(cut(text, rng.choice(spans), kind, doc.source))
     return chosen
