@@ -199,3 +199,37 @@ def test_cli_end_to_end(tmp_path, capsys):
     args = parser.parse_args(["train", "dlm", "--out", str(tmp_path / "x"), *common])
     with pytest.raises(SystemExit, match="--tokenizer"):
         args.func(args)
+
+
+def test_packed_windows_cover_the_stream_without_padding(tokenizer):
+    docs = [Document(f"f{i}", f"x_{i} = scale_{i}([{i}])\n") for i in range(40)]  # short files: padded windows
+    data, _ = to_sequences(docs, tokenizer, SEQ, progress=False)
+    packed = data.packed()
+    assert len(packed) == (len(data.tokens) - 1) // SEQ
+    batch = packed.batch(torch.arange(len(packed)))
+    assert torch.equal(batch.ids.flatten(), data.tokens[: len(packed) * SEQ].long())
+    assert (batch.lengths == SEQ).all() and (batch.target_starts == 0).all()
+    eos = tokenizer.eos_token_id
+    assert (batch.ids == eos).float().mean() < (data.batch(torch.arange(len(data))).ids == eos).float().mean()
+
+
+def test_packing_refuses_instruction_data(tokenizer):
+    pairs = [Document("p", "return 1\n", prompt="write a function")]
+    data, _ = to_sequences(pairs, tokenizer, SEQ, progress=False)
+    with pytest.raises(ValueError, match="--pack is for directories of code files"):
+        data.packed()
+
+
+def test_causal_objective_trains_the_dlm_as_an_ar_then_loads_bidirectional(tokenizer, data, tmp_path):
+    from codila_engine.dlm import DreamDLM
+
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path, steps=30)
+    result = train_dlm(tokenizer, *data, cfg, size=TINY, objective="causal")
+    assert _mean(result.losses[-5:]) < _mean(result.losses[:5]) - 1.0
+    dlm = DreamDLM.load(cfg.out / "best", device=torch.device("cpu"))
+    assert dlm.model.config.is_causal is False  # the Dream loader makes it bidirectional again
+    ids = data[0].batch(torch.arange(1)).ids[0]
+    changed = ids.clone()
+    changed[-1] = (changed[-1] + 1) % len(tokenizer)
+    assert not torch.allclose(dlm.hidden_states(ids)[0], dlm.hidden_states(changed)[0])

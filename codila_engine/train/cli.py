@@ -24,6 +24,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="HumanEval infilling files to keep out of training (default: the packaged copy)")
     g.add_argument("--held-out-fraction", type=float, default=0.02, help="documents held out for validation")
     g.add_argument("--max-documents", type=int, default=None, help="use a fixed sample of this many documents")
+    g.add_argument("--pack", action="store_true",
+                   help="train on back-to-back windows of the concatenated files instead of one padded window "
+                        "per file start (code directories only)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -75,6 +78,9 @@ def add_train_subcommands(subparsers) -> None:
     dlm.add_argument("--span-fraction", type=float, default=0.3, help="sequences masked as spans")
     dlm.add_argument("--pad-fraction", type=float, default=0.2,
                      help="sequences masked as a span with padding inserted (variable-length infilling)")
+    dlm.add_argument("--objective", choices=("diffusion", "causal"), default="diffusion",
+                     help="causal: next-token training of the same model with causal attention, the AR start "
+                          "Dream adapts from (then run again with --init and the diffusion objective)")
     dlm.set_defaults(func=run_dlm)
 
     ar = sub.add_parser("ar-pretrain", help="next-token pretraining of a Qwen3 AR")
@@ -158,6 +164,8 @@ def _data(args, tokenizer):
     from codila_engine.train.data import prepare_data
 
     data = prepare_data(_corpus(args), tokenizer, args.seq_len, cache_dir=args.out / "data", progress=args.progress)
+    if getattr(args, "pack", False):
+        data.train, data.held_out = data.train.packed(), data.held_out.packed()
     print(f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
           f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens)"
           + (f"; {data.too_long} instruction pairs too long, dropped" if data.too_long else ""))
@@ -179,6 +187,7 @@ def run_dlm(args) -> None:
     data = _data(args, tokenizer)
     noise = DlmNoise(span_fraction=args.span_fraction, pad_fraction=args.pad_fraction)
     _finish(args, train_dlm(tokenizer, data.train, data.held_out, cfg, size=size, init=args.init,
+                            objective=args.objective,
                             device=device, noise=noise))
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from codila_engine.dlm import shifted_positions
+from codila_engine.train.ar_pretrain import ar_loss
 from codila_engine.train.loop import LoopConfig, TrainResult, starting_model, train
 from codila_engine.train.masking import IGNORE, DlmNoise, dlm_mask
 from codila_engine.train.models import ModelSize, load_dlm, new_dlm, save_dream
@@ -43,8 +44,19 @@ def train_dlm(
     init: str | Path | None = None,
     device: torch.device = torch.device("cpu"),
     noise: DlmNoise = DlmNoise(),
+    objective: str = "diffusion",
 ) -> TrainResult:
-    """Train a new DLM of `size`, or continue one from `init` / from <out>/last when resuming."""
+    """Train a new DLM of `size`, or continue one from `init` / from <out>/last when resuming.
+
+    objective="causal" trains the same Qwen2 model as an AR (causal attention, next-token loss):
+    like Dream, which starts from Qwen2.5, the diffusion phase can then start from a model that
+    already knows the language. Dream's shift makes the two line up: in both, the hidden state
+    at i-1 predicts token i.
+    """
     model = starting_model(cfg, init, load_dlm, lambda: new_dlm(size, tokenizer), device)
-    loss = partial(dlm_loss, mask_id=int(model.config.mask_token_id), pad=pad_id(tokenizer), noise=noise)
+    if objective == "causal":
+        model.config.is_causal = True  # transformers reads it at every forward
+        loss = ar_loss
+    else:
+        loss = partial(dlm_loss, mask_id=int(model.config.mask_token_id), pad=pad_id(tokenizer), noise=noise)
     return train(model, loss, lambda m, folder: save_dream(m, tokenizer, folder), train_data, val_data, cfg)
