@@ -129,3 +129,14 @@ def shipped_models() -> tuple[Path, Path] | None:
     assets = Path(__file__).parent / "assets"
     dlm, ar = assets / "dlm", assets / "ar"
     return (dlm, ar) if (dlm / "config.json").is_file() and (ar / "config.json").is_file() else None
+
+
+def model_folders(dlm: str | Path | None, ar: str | Path | None, hint: str) -> tuple[str, str]:
+    """The given folders, with the shipped pair filling in the missing ones; `hint` says how
+    the caller's user gives folders."""
+    if dlm is not None and ar is not None:
+        return str(dlm), str(ar)
+    shipped = shipped_models()
+    if shipped is None:
+        raise ValueError(f"no model folders given and no shipped model pair installed: {hint}")
+    return str(dlm or shipped[0]), str(ar or shipped[1])

@@ -51,14 +51,15 @@ def decode_config(args: argparse.Namespace) -> DecodeConfig:
 
 def load_engine(args: argparse.Namespace):
     from codila_engine.engine import Engine
-    from codila_engine.checkpoint import shipped_models
+    from codila_engine.checkpoint import model_folders
 
-    dlm, ar = args.dlm, args.ar
-    if dlm is None or (ar is None and args.decoder == "codila"):
-        shipped = shipped_models()
-        if shipped is None:
-            raise SystemExit("codila: no model folders given and no shipped model installed: pass --dlm PATH --ar PATH")
-        dlm, ar = dlm or shipped[0], ar or shipped[1]
+    if args.decoder == "dlm" and args.dlm is not None and args.ar is None:
+        dlm, ar = args.dlm, None  # plain DLM decoding needs no AR
+    else:
+        try:
+            dlm, ar = model_folders(args.dlm, args.ar, "pass --dlm PATH --ar PATH")
+        except ValueError as exc:
+            raise SystemExit(f"codila: {exc}") from None
     print(f"loading DLM {dlm} and AR {ar} ...", file=sys.stderr)
     return Engine.load(dlm, ar, device=args.device, think_ids=tuple(args.think_ids) if args.think_ids else None)
 

@@ -31,22 +31,16 @@ class DecodeWorker:
 
     def _engine_for(self, dlm: str | None, ar: str | None, device: str | None):
         """Load (or reuse) the engine; runs on the worker thread only."""
-        from codila_engine.checkpoint import shipped_models
+        from codila_engine.checkpoint import model_folders
         from codila_engine.engine import Engine
 
         key = (dlm, ar, device)
         if self._engine is not None and self._key == key:
             return self._engine
-        if dlm is None or ar is None:
-            shipped = shipped_models()
-            if shipped is None:
-                raise ModelsUnavailable(
-                    "no model folders configured and no shipped model installed: set the `dlm` and `ar` "
-                    "settings (initializationOptions or workspace/didChangeConfiguration) to local model folders"
-                )
-            dlm, ar = dlm or str(shipped[0]), ar or str(shipped[1])
         self._engine, self._key = None, None
         try:
+            dlm, ar = model_folders(dlm, ar, "set the `dlm` and `ar` settings (initializationOptions or "
+                                             "workspace/didChangeConfiguration) to local model folders")
             engine = Engine.load(dlm, ar, device=device)
         except (OSError, ValueError) as exc:
             raise ModelsUnavailable(f"could not load the models: {exc}") from exc

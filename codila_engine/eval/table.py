@@ -297,15 +297,10 @@ def cmd_table(args) -> int:
 
     import torch
 
-    from codila_engine.checkpoint import shipped_models
+    from codila_engine.checkpoint import model_folders
     from codila_engine.eval.client import ServerError
 
-    models = (args.dlm, args.ar)
-    if None in models:
-        shipped = shipped_models()
-        if shipped is None:
-            raise ValueError("no model folders given and no shipped model pair installed: pass --dlm PATH --ar PATH")
-        models = (args.dlm or str(shipped[0]), args.ar or str(shipped[1]))
+    models = model_folders(args.dlm, args.ar, "pass --dlm PATH --ar PATH")
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the language servers started for HumanEval
