@@ -142,6 +142,9 @@ def test_claims_are_judged_from_the_numbers():
     res["CoDiLA B=4 dynamic τ=0.5"] = m(0.4, 0.9, 0.4)  # fast enough but not close
     (dynamic,) = [c for c in claims({"held-out single-line": res}, plan) if c["claim"].startswith("dynamic")]
     assert not dynamic["holds"] and "-0.100" in dynamic["text"]
+    res["DLM K=1"] = m(0.0, 0.3, 1.0)  # nothing to come close to
+    (dynamic,) = [c for c in claims({"held-out single-line": res}, plan) if c["claim"].startswith("dynamic")]
+    assert dynamic["holds"] is None and dynamic["text"].endswith("untestable (DLM K=1 scores 0)")
 
 
 @pytest.fixture(scope="module")
