@@ -12,8 +12,8 @@ from codila_engine.config import CONDITIONINGS, DECODERS, MODES, DecodeConfig
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dlm", help="Dream-format DLM folder (default: the shipped model)")
-    parser.add_argument("--ar", help="Qwen3 AR folder (default: the shipped model)")
+    parser.add_argument("--dlm", help="Dream-format DLM folder (default: the pair installed in codila_engine/assets/, if any)")
+    parser.add_argument("--ar", help="Qwen3 AR folder (default: the pair installed in codila_engine/assets/, if any)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--think-ids", type=int, nargs=2, metavar=("OPEN", "CLOSE"),
                         help="override the AR's <think> and </think> ids")

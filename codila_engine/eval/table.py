@@ -325,8 +325,8 @@ def cmd_table(args) -> int:
 def add_table_subcommand(benchmarks) -> None:
     p = benchmarks.add_parser("table", help="the README table: DLM baselines vs CoDiLA variants on held-out files "
                                             "and HumanEval-Infilling single-line")
-    p.add_argument("--dlm", help="Dream-format DLM folder (default: the shipped model)")
-    p.add_argument("--ar", help="Qwen3 AR folder (default: the shipped model)")
+    p.add_argument("--dlm", help="Dream-format DLM folder (default: the pair installed in codila_engine/assets/, if any)")
+    p.add_argument("--ar", help="Qwen3 AR folder (default: the pair installed in codila_engine/assets/, if any)")
     p.add_argument("--device", default="cpu", help="where to decode (default cpu: the table reports CPU speed)")
     p.add_argument("--data-dir", action="append", help="training data folder (repeatable; held-out files come "
                                                        "from its held-out split)")
