@@ -184,7 +184,8 @@ def markdown(table: dict) -> str:
 
 def plot(table: dict, path: Path) -> None:
     """Accuracy against iterations per token, one column per benchmark (top: exact match or
-    pass@1, bottom: syntax-valid); marker = configuration family, colour = B."""
+    pass@1, bottom: syntax-valid); marker = configuration family, colour = B, dynamic rows
+    labelled with their threshold."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,7 +204,9 @@ def plot(table: dict, path: Path) -> None:
                     continue
                 xy = (m["iterations_per_token"], m[metric])
                 ax.scatter(*xy, marker=MARKERS[s["family"]], color=colors[s["block_size"]], s=60)
-                ax.annotate(s["name"].replace("CoDiLA ", ""), xy, fontsize=6, xytext=(4, 2), textcoords="offset points")
+                if s["family"] == "dynamic":  # marker and colour name the rest; τ tells dynamic rows apart
+                    ax.annotate(f"τ={s['decode']['threshold']:g}", xy, fontsize=6, xytext=(4, 2),
+                                textcoords="offset points")
             ax.set(title=f"{bench} ({table['tasks'][bench]} tasks)", ylim=(-0.03, 1.03), ylabel=LABELS[metric],
                    xlabel="iterations per token (lower = more parallel)")
             ax.grid(alpha=0.3)
