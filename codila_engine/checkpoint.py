@@ -133,7 +133,8 @@ def shipped_models() -> tuple[Path, Path] | None:
 
 def model_folders(dlm: str | Path | None, ar: str | Path | None, hint: str) -> tuple[str, str]:
     """The given folders, with the shipped pair filling in the missing ones; `hint` says how
-    the caller's user gives folders."""
+    the caller's user gives folders. An empty string counts as not given (an unset `$DLM`)."""
+    dlm, ar = dlm or None, ar or None
     if dlm is not None and ar is not None:
         return str(dlm), str(ar)
     shipped = shipped_models()

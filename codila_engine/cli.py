@@ -53,7 +53,7 @@ def load_engine(args: argparse.Namespace):
     from codila_engine.engine import Engine
     from codila_engine.checkpoint import model_folders
 
-    if args.decoder == "dlm" and args.dlm is not None and args.ar is None:
+    if args.decoder == "dlm" and args.dlm and not args.ar:
         dlm, ar = args.dlm, None  # plain DLM decoding needs no AR
     else:
         try:

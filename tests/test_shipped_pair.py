@@ -39,6 +39,7 @@ def test_model_folders_fill_in_the_installed_pair(monkeypatch, tmp_path):
     monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: (tmp_path / "d", tmp_path / "r"))
     assert model_folders("a", None, "hint") == ("a", str(tmp_path / "r"))
     assert model_folders(None, None, "hint") == (str(tmp_path / "d"), str(tmp_path / "r"))
+    assert model_folders("", "", "hint") == (str(tmp_path / "d"), str(tmp_path / "r"))  # unset $DLM / $AR
     monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: None)
     with pytest.raises(ValueError, match="no shipped model pair installed: pass --dlm"):
         model_folders("a", None, "pass --dlm")
@@ -50,6 +51,8 @@ def test_cli_without_folders_or_installed_pair_says_what_to_pass(monkeypatch):
     monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: None)
     with pytest.raises(SystemExit, match="pass --dlm PATH --ar PATH"):
         main(["generate", "--prompt", "x = 1\n"])
+    with pytest.raises(SystemExit, match="pass --dlm PATH --ar PATH"):
+        main(["generate", "--dlm", "", "--ar", "", "--prompt", "x = 1\n"])  # README line 1 with $DLM unset
 
 
 @pytest.fixture(scope="module")
