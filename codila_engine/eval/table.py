@@ -14,7 +14,8 @@ tokens/s are those text tokens / total decode wall time.
 Claims, per benchmark and B, judged by pass@1 on HumanEval and exact match on held-out files:
 "beats" holds when strictly higher (syntax-valid is shown beside it); "dynamic comes close to
 K=1 with >= 2x fewer iterations" holds when the best dynamic threshold among those with at
-least 2x fewer iterations per token than K=1 is at most CLOSE below K=1.
+least 2x fewer iterations per token than K=1 is at most CLOSE below K=1, and is untestable
+(`holds` None) when K=1 itself scores 0.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from pathlib import Path
 from codila_engine.train.models import ModelSize
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def _data_args(p: argparse.ArgumentParser, windows: bool = True) -> None:
+    """The corpus options; `windows` for the commands that cut it into training windows."""
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", action="append", default=[], metavar="DIR",
                    help="directory of .py files (repeatable)")
@@ -24,9 +25,10 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="HumanEval infilling files to keep out of training (default: the packaged copy)")
     g.add_argument("--held-out-fraction", type=float, default=0.02, help="documents held out for validation")
     g.add_argument("--max-documents", type=int, default=None, help="use a fixed sample of this many documents")
-    g.add_argument("--pack", action="store_true",
-                   help="train on back-to-back windows of the concatenated files instead of one padded window "
-                        "per file start (code directories only)")
+    if windows:
+        g.add_argument("--pack", action="store_true",
+                       help="train on back-to-back windows of the concatenated files instead of one padded "
+                            "window per file start (code directories only)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -65,7 +67,7 @@ def add_train_subcommands(subparsers) -> None:
     sub = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
 
     tok = sub.add_parser("tokenizer", help="byte-level BPE on Python sources")
-    _data_args(tok)
+    _data_args(tok, windows=False)
     tok.add_argument("--out", type=Path, required=True, help="folder for tokenizer.json and its configs")
     tok.add_argument("--vocab-size", type=int, default=8192)
     tok.add_argument("--max-bytes", type=int, default=100_000_000, help="train on at most this much text")
@@ -164,7 +166,7 @@ def _data(args, tokenizer):
     from codila_engine.train.data import prepare_data
 
     data = prepare_data(_corpus(args), tokenizer, args.seq_len, cache_dir=args.out / "data", progress=args.progress)
-    if getattr(args, "pack", False):
+    if args.pack:
         data.train, data.held_out = data.train.packed(), data.held_out.packed()
     print(f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
           f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens)"
