@@ -118,13 +118,27 @@ local function send(bufnr, client, kind, method, params, on_result)
   return st
 end
 
---- `codila/draft` notifications: shown while their request is the buffer's current one.
+--- Shows a finished inline suggestion and makes it acceptable.
+local function offer(bufnr, st, range, text)
+  if text == "" then
+    hide(bufnr, st)
+    return
+  end
+  show(bufnr, st, range, text)
+  st.item = { range = range, text = text }
+end
+
+--- `codila/draft` notifications: shown while their request is the buffer's current one. The final
+--- draft equals the result, so an inline suggestion is acceptable from it on, not only once the
+--- response has arrived (a Tab in between would otherwise insert a tab under a complete ghost text).
 local function on_draft(_, draft, ctx)
   for bufnr, st in pairs(buffers) do
     if st.id == draft.id and st.client.id == ctx.client_id then
-      if not draft.done then -- the response brings the final text
+      if not draft.done then
         show(bufnr, st, draft.range, draft.text)
-      end
+      elseif st.kind == "inline" then
+        offer(bufnr, st, draft.range, draft.text)
+      end -- an infill's final text arrives as the server's workspace edit
       return
     end
   end
@@ -145,12 +159,11 @@ local function request_inline(bufnr)
   local st
   st = send(bufnr, client, "inline", "textDocument/inlineCompletion", params, function(result)
     local item = result and (result.items or result)[1]
-    if not item or item.insertText == "" then
+    if item then
+      offer(bufnr, st, item.range, item.insertText)
+    else
       hide(bufnr, st)
-      return
     end
-    show(bufnr, st, item.range, item.insertText)
-    st.item = { range = item.range, text = item.insertText }
   end)
   st.cursor = { row, col }
 end
