@@ -1,4 +1,4 @@
-"""The local AR: a Qwen3 model that decodes every candidate block from its soft tokens.
+"""The local AR: a Qwen3 (or Qwen2) model that decodes every candidate block from its soft tokens.
 
 All candidate blocks go through as one batch: a prefill of `<think> e_1..e_B </think>`, then B
 tokens left to right with a KV cache. Tokens already committed in a block are forced (the AR
@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from transformers import DynamicCache
 
-from codila_engine.checkpoint import load_checkpoint
+from codila_engine.checkpoint import check_folder, load_checkpoint, read_config
 from codila_engine.sampling import entropy, sample
 
 
@@ -40,11 +41,22 @@ class LocalAR:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | None = None, dtype: torch.dtype | None = None) -> "LocalAR":
-        from transformers import Qwen3Config, Qwen3ForCausalLM
+        from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-        model, tokenizer, _ = load_checkpoint(path, "AR", "Qwen3", lambda raw: raw.get("model_type") == "qwen3",
-                                              Qwen3ForCausalLM, Qwen3Config, device=device, dtype=dtype)
+        kinds = {"qwen3": (Qwen3ForCausalLM, Qwen3Config), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}
+        raw = read_config(check_folder(path, "AR"))
+        model_cls, config_cls = kinds.get(raw.get("model_type"), kinds["qwen3"])
+        model, tokenizer, _ = load_checkpoint(path, "AR", "Qwen3 or Qwen2", lambda raw: raw.get("model_type") in kinds,
+                                              model_cls, config_cls, device=device, dtype=dtype)
         return cls(model, tokenizer)
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.tokenizer.eos_token_id if self.tokenizer is not None else self.model.config.eos_token_id
+
+    @property
+    def max_positions(self) -> int:
+        return self.model.config.max_position_embeddings
 
     @property
     def embedding(self) -> torch.Tensor:
@@ -68,7 +80,8 @@ class LocalAR:
         ids = torch.empty(c, b, dtype=torch.long, device=forced.device)
         ent = torch.empty(c, b, dtype=torch.float32, device=forced.device)
         all_logits = []
-        out = self.model(inputs_embeds=inputs, use_cache=True, logits_to_keep=1)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(inputs_embeds=inputs, cache=cache, use_cache=True, logits_to_keep=1)
         for j in range(b):
             logits = out.logits[:, -1].float()
             if allowed is not None:
@@ -81,7 +94,7 @@ class LocalAR:
             if j + 1 < b:
                 out = self.model(
                     inputs_embeds=self.embedding[ids[:, j]].unsqueeze(1),
-                    past_key_values=out.past_key_values,
+                    cache=cache,
                     use_cache=True,
                 )
         return BlockDrafts(ids, ent, torch.stack(all_logits, 1) if return_logits else None)

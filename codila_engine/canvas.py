@@ -79,11 +79,12 @@ class Canvas:
         return [self.mask_id if t is None else t for t in self.span]
 
     # --- changing ----------------------------------------------------------------------
-    def commit(self, offsets: Sequence[int], ids: Sequence[int]) -> list[int]:
-        """Fix tokens at span offsets. Returns the offsets filled automatically after an EOS.
+    def commit(self, offsets: Sequence[int], ids: Sequence[int], end: bool = False) -> list[int]:
+        """Fix tokens at span offsets. Returns the offsets filled automatically with EOS.
 
         In completion an EOS ends the text, so every masked offset after it becomes EOS at once:
-        there is nothing left to decode there.
+        there is nothing left to decode there. `end` does the same in either mode (a decoder
+        that knows the text is over, such as FIM at its stop rules).
         """
         if len(offsets) != len(ids):
             raise ValueError("commit needs one id per offset")
@@ -92,7 +93,11 @@ class Canvas:
                 raise ValueError(f"span offset {off} is already committed")
             self.span[off] = int(tok)
         filled: list[int] = []
-        if not self.infilling:
+        if end:
+            filled = self.masked_offsets()
+            for o in filled:
+                self.span[o] = self.eos_id
+        elif not self.infilling:
             ends = [o for o, t in zip(offsets, ids) if int(t) in self.ends]
             if ends:
                 filled = [o for o in range(min(ends) + 1, self.n) if self.span[o] is None]

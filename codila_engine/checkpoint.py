@@ -6,10 +6,16 @@ not after minutes of loading or with a stack trace from deep inside transformers
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from codila_engine.config import DTYPES as DTYPE_NAMES
 
 
 class ModelFolderError(FileNotFoundError):
@@ -20,9 +26,39 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 on CUDA; float32 on CPU, where bfloat16 is several times slower."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+
+
+@functools.cache
+def cpu_bf16_is_faster() -> bool:
+    """Whether bfloat16 matmuls beat float32 on this CPU, measured (~30 ms, once per process).
+
+    With AVX512-BF16 or AMX they are ~3x faster; without, bfloat16 is emulated and slower, and
+    torch's capability string does not tell the two apart."""
+    def best(dtype: torch.dtype) -> float:
+        a, b = torch.randn(512, 512, dtype=dtype), torch.randn(512, 512, dtype=dtype)
+        a @ b
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return best(torch.bfloat16) * 1.3 < best(torch.float32)
+
+
+def default_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
+    """`name` (float32, bfloat16, float16; None or "auto" = env CODILA_DTYPE, else chosen):
+    bfloat16 on CUDA, and on a CPU where it is measured faster; float32 otherwise."""
+    name = name or os.environ.get("CODILA_DTYPE") or "auto"
+    if name != "auto":
+        if name not in DTYPES:
+            raise ValueError(f"unknown dtype {name!r}: use auto, {', '.join(DTYPES)}")
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if cpu_bf16_is_faster() else torch.float32
 
 
 def check_folder(path: str | Path, role: str) -> Path:
@@ -131,13 +167,42 @@ def shipped_models() -> tuple[Path, Path] | None:
     return (dlm, ar) if (dlm / "config.json").is_file() and (ar / "config.json").is_file() else None
 
 
-def model_folders(dlm: str | Path | None, ar: str | Path | None, hint: str) -> tuple[str, str]:
-    """The given folders, with the shipped pair filling in the missing ones; `hint` says how
-    the caller's user gives folders. An empty string counts as not given (an unset `$DLM`)."""
-    dlm, ar = dlm or None, ar or None
-    if dlm is not None and ar is not None:
-        return str(dlm), str(ar)
+@dataclass(frozen=True)
+class Models:
+    """The model folders a command or the server loads."""
+
+    dlm: str | None
+    ar: str | None
+    name: str  # what outputs say produced the text
+
+    @property
+    def key(self) -> tuple:
+        return (self.dlm, self.ar)
+
+
+def model_folders(dlm: str | Path | None, ar: str | Path | None, decoder: str | None = None, *,
+                  flags: tuple[str, str] = ("--dlm", "--ar"), cache_dir: str | None = None,
+                  progress: bool = True) -> Models:
+    """The folders to load, in this order: the ones given (one alone runs the decoder it can);
+    the pair shipped in the package; the default model (Qwen2.5-Coder-0.5B, an AR, so the fim
+    decoder). `decoder` (None: not known yet) is checked against what is given. `flags` are how
+    the caller's user names the folders (CLI flags or server settings). An empty string counts
+    as not given (an unset `$DLM`)."""
+    dlm, ar = (str(dlm) if dlm else None), (str(ar) if ar else None)
+    f_dlm, f_ar = flags
+    if dlm or ar:
+        need = {"codila": (f_dlm, f_ar), "dlm": (f_dlm,), "fim": (f_ar,)}.get(decoder or "auto", ())
+        missing = [flag for flag, given in ((f_dlm, dlm), (f_ar, ar)) if flag in need and not given]
+        if missing:
+            raise ValueError(f"the {decoder} decoder needs {' and '.join(need)}: give {' and '.join(missing)} too")
+        return Models(dlm, ar, " + ".join(f"{role} {path}" for role, path in (("DLM", dlm), ("AR", ar)) if path))
     shipped = shipped_models()
-    if shipped is None:
-        raise ValueError(f"no model folders given and no shipped model pair installed: {hint}")
-    return str(dlm or shipped[0]), str(ar or shipped[1])
+    if shipped is not None:
+        return Models(str(shipped[0]), str(shipped[1]), "the shipped DLM + AR pair")
+    from codila_engine.default_model import DEFAULT, default_model_folder
+
+    if decoder not in (None, "auto", "fim"):
+        raise ValueError(f"the {decoder} decoder needs a DLM: give {f_dlm} PATH and {f_ar} PATH; the default model "
+                         f"({DEFAULT.name}) is an autoregressive model and runs the fim decoder")
+    folder = default_model_folder(cache_dir, progress=progress)
+    return Models(None, str(folder), DEFAULT.name)

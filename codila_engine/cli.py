@@ -8,20 +8,30 @@ import sys
 import threading
 from pathlib import Path
 
-from codila_engine.config import CONDITIONINGS, DECODERS, MODES, DecodeConfig
+from codila_engine.config import CONDITIONINGS, DECODERS, DTYPES, MODES, DecodeConfig
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dlm", help="Dream-format DLM folder (default: the pair installed in codila_engine/assets/, if any)")
-    parser.add_argument("--ar", help="Qwen3 AR folder (default: the pair installed in codila_engine/assets/, if any)")
+    parser.add_argument("--dlm", help="Dream-format DLM folder (default: the pair installed in codila_engine/assets/, "
+                                      "if any, else none: the default model is an AR)")
+    parser.add_argument("--ar", help="Qwen3 or Qwen2 AR folder (default: the pair in codila_engine/assets/, if any, "
+                                     "else the default model Qwen2.5-Coder-0.5B-Instruct, prepared on first use)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    parser.add_argument("--dtype", choices=("auto", *DTYPES), default=None,
+                        help="weights and compute dtype (default: auto = $CODILA_DTYPE if set, else bfloat16 on CUDA "
+                             "and on CPUs where it is measured faster, float32 otherwise)")
+    parser.add_argument("--cache-dir", help="where the default model is prepared (default: $CODILA_CACHE_DIR, "
+                                            "else $XDG_CACHE_HOME/codila, else ~/.cache/codila)")
     parser.add_argument("--think-ids", type=int, nargs=2, metavar=("OPEN", "CLOSE"),
                         help="override the AR's <think> and </think> ids")
 
 
 def add_decode_args(parser: argparse.ArgumentParser) -> None:
     d = DecodeConfig()
-    parser.add_argument("--decoder", choices=DECODERS, default=d.decoder)
+    parser.add_argument("--decoder", choices=DECODERS, default=d.decoder,
+                        help="codila, dlm (plain diffusion), fim (plain left-to-right FIM by the AR), or auto: "
+                             "codila for a DLM + AR pair, fim for an AR alone such as the default model "
+                             "(default: %(default)s)")
     parser.add_argument("--block-size", type=int, default=d.block_size, help="B, tokens per block")
     parser.add_argument("--mode", choices=MODES, default=d.mode)
     parser.add_argument("--threshold", type=float, default=d.threshold, help="tau for dynamic mode")
@@ -38,6 +48,8 @@ def add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dual-cache", type=int, default=d.dual_cache, metavar="N",
                         help="approximate: reuse DLM keys/values away from the frontier, full forward every N "
                              "iterations (0: exact)")
+    parser.add_argument("--single-line", action="store_true",
+                        help="fim: the middle ends at the end of its first line (default: off)")
 
 
 def decode_config(args: argparse.Namespace) -> DecodeConfig:
@@ -45,23 +57,28 @@ def decode_config(args: argparse.Namespace) -> DecodeConfig:
         decoder=args.decoder, block_size=args.block_size, mode=args.mode, threshold=args.threshold,
         scope=args.scope, conditioning=args.conditioning, tokens_per_step=args.tokens_per_step,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        fast=args.fast, dual_cache=args.dual_cache,
+        fast=args.fast, dual_cache=args.dual_cache, single_line=args.single_line,
     )
 
 
 def load_engine(args: argparse.Namespace):
+    """(engine, models): the models named by the flags, the shipped pair or the default model."""
+    from codila_engine.checkpoint import default_device, default_dtype, model_folders
     from codila_engine.engine import Engine
-    from codila_engine.checkpoint import model_folders
 
-    if args.decoder == "dlm" and args.dlm and not args.ar:
-        dlm, ar = args.dlm, None  # plain DLM decoding needs no AR
-    else:
-        try:
-            dlm, ar = model_folders(args.dlm, args.ar, "pass --dlm PATH --ar PATH")
-        except ValueError as exc:
-            raise SystemExit(f"codila: {exc}") from None
-    print(f"loading DLM {dlm} and AR {ar} ...", file=sys.stderr)
-    return Engine.load(dlm, ar, device=args.device, think_ids=tuple(args.think_ids) if args.think_ids else None)
+    models = model_folders(args.dlm, args.ar, args.decoder, cache_dir=args.cache_dir)
+    device = torch_device(args.device) if args.device else default_device()
+    dtype = default_dtype(device, args.dtype)
+    print(f"loading {models.name} ({str(dtype).removeprefix('torch.')} on {device}) ...", file=sys.stderr)
+    engine = Engine.load(models.dlm, models.ar, device=device, dtype=dtype,
+                         think_ids=tuple(args.think_ids) if args.think_ids else None)
+    return engine, models
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
 
 
 class DraftView:
@@ -91,8 +108,8 @@ class DraftView:
 
 
 def run_decode(args: argparse.Namespace, prefix: str, suffix: str) -> int:
-    cfg = decode_config(args)
-    engine = load_engine(args)
+    engine, models = load_engine(args)
+    cfg = engine.resolve(decode_config(args))
     cancel = threading.Event()
     decoding = engine.decode(prefix, suffix, cfg, cancel=cancel)
     view = DraftView()
@@ -106,11 +123,13 @@ def run_decode(args: argparse.Namespace, prefix: str, suffix: str) -> int:
     view.clear()
     result = decoding.result
     if args.json:
-        print(json.dumps({"text": result.text, "cancelled": result.cancelled, "stats": result.stats.as_dict()}))
+        print(json.dumps({"text": result.text, "cancelled": result.cancelled, "decoder": cfg.decoder,
+                          "model": models.name, "dtype": str(engine.dtype).removeprefix("torch."),
+                          "stats": result.stats.as_dict()}))
     else:
         print(result.text)
         s = result.stats
-        print(f"{s.iterations} iterations, {s.text_tokens} tokens in {s.wall_s:.2f}s ({s.tokens_per_s:.1f} tokens/s; "
+        print(f"{cfg.decoder} decoder, {models.name}: {s.iterations} iterations, {s.text_tokens} tokens in {s.wall_s:.2f}s ({s.tokens_per_s:.1f} tokens/s; "
               f"DLM {s.dlm_s:.2f}s, AR {s.ar_s:.2f}s, first block {s.first_commit_s or 0:.2f}s)"
               + (" [cancelled]" if result.cancelled else ""), file=sys.stderr)
     return 0
@@ -159,10 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     from codila_engine.train.cli import add_train_subcommands
 
     from codila_engine.bench import add_bench_subcommand
+    from codila_engine.default_model import add_models_subcommand
 
     add_eval_subcommands(sub)
     add_train_subcommands(sub)
     add_bench_subcommand(sub)
+    add_models_subcommand(sub)
     return parser
 
 

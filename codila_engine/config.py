@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-DECODERS = ("codila", "dlm")
+DECODERS = ("auto", "codila", "dlm", "fim")
 MODES = ("static", "dynamic")
 CONDITIONINGS = ("soft", "top1")
+DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes for weights and compute
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    decoder: str = "codila"  # codila | dlm (plain diffusion baseline)
+    # codila | dlm (plain diffusion baseline) | fim (plain left-to-right FIM by the AR) | auto: codila for a
+    # DLM + AR pair, fim for an AR alone (the default model), dlm for a DLM alone
+    decoder: str = "auto"
     block_size: int = 4  # B: tokens the AR decodes per block
     mode: str = "static"  # static: commit a whole block; dynamic: longest confident prefix
     threshold: float = 0.3  # tau, mean entropy (nats) a dynamic prefix may have
@@ -26,6 +29,7 @@ class DecodeConfig:
     placeholder: str = "\u22ef"  # shown in drafts where tokens are still masked
     fast: bool = False  # static-shape AR decode, one CUDA graph per iteration on GPU (static_ar.py)
     dual_cache: int = 0  # approximate: full DLM forward every N iterations, window only between; 0 = exact
+    single_line: bool = False  # fim: the middle ends at the end of its first line
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:

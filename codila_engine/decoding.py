@@ -28,12 +28,14 @@ class Decoding:
         placeholder: str,
         cancel: CancelFlag | None = None,
         profile: bool = True,
+        decoder: str = "",
     ) -> None:
         self.step = step
         self.canvas = canvas
         self.decode = decode
         self.placeholder = placeholder
         self.cancel = cancel
+        self.decoder = decoder
         self.clock = Clock(canvas.ids.device, profile)
         self.stats = Stats()
         self.result: Result | None = None
@@ -47,7 +49,7 @@ class Decoding:
                 cancelled = True
                 break
             commit = self.step(self.clock)
-            canvas.commit(commit.offsets, commit.ids)
+            canvas.commit(commit.offsets, commit.ids, commit.end)
             stats.iterations += 1
             stats.tokens += len(commit.offsets)
             now = time.perf_counter() - t0
@@ -67,7 +69,8 @@ class Decoding:
         stats.text_tokens = sum(t is not None for t in canvas.visible())
         for phase, seconds in self.clock.totals.items():
             setattr(stats, f"{phase}_s", seconds)
-        self.result = Result(text=text, ids=canvas.span_ids(), stats=stats, cancelled=cancelled)
+        self.result = Result(text=text, ids=canvas.span_ids(), stats=stats, cancelled=cancelled,
+                             decoder=self.decoder)
 
     def run(self) -> Result:
         """Decode to the end without looking at the events."""

@@ -1,4 +1,7 @@
-"""The engine: the DLM, the AR and their vocabulary bridge, and decoding requests on them."""
+"""The engine: the DLM, the AR and their vocabulary bridge, and decoding requests on them.
+
+Either model may be absent: plain DLM decoding needs no AR, FIM decoding needs no DLM.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +13,29 @@ import torch
 from codila_engine.ar import LocalAR
 from codila_engine.baseline import dlm_step
 from codila_engine.canvas import Canvas
-from codila_engine.checkpoint import default_device
+from codila_engine.checkpoint import default_device, default_dtype
 from codila_engine.codila import codila_step
 from codila_engine.config import DecodeConfig
 from codila_engine.decoding import CancelFlag, Decoding
 from codila_engine.dlm import DreamDLM
 from codila_engine.dual_cache import DualCacheDLM
+from codila_engine.fim import FimSampler, FimTokens, StopRules
 from codila_engine.static_ar import StaticBlockDecoder
 from codila_engine.vocab import VocabBridge, build_bridge
 
 
 class Engine:
-    def __init__(self, dlm: DreamDLM, ar: LocalAR | None = None, think_ids: tuple[int, int] | None = None,
+    def __init__(self, dlm: DreamDLM | None, ar: LocalAR | None = None, think_ids: tuple[int, int] | None = None,
                  bridge: VocabBridge | None = None) -> None:
         """`bridge` is normally built from the two tokenizers; benchmarks on tokenizer-less random
         models pass their own."""
+        if dlm is None and ar is None:
+            raise ValueError("an engine needs a DLM, an AR or both")
         self.dlm = dlm
         self.ar = ar
         self.bridge = bridge
         self._static: dict[tuple, StaticBlockDecoder] = {}
-        if ar is not None and bridge is None:
+        if dlm is not None and ar is not None and bridge is None:
             self.bridge = build_bridge(
                 dlm.tokenizer,
                 ar.tokenizer,
@@ -44,7 +50,7 @@ class Engine:
     @classmethod
     def load(
         cls,
-        dlm_path: str | Path,
+        dlm_path: str | Path | None,
         ar_path: str | Path | None = None,
         *,
         device: str | torch.device | None = None,
@@ -52,7 +58,8 @@ class Engine:
         think_ids: tuple[int, int] | None = None,
     ) -> "Engine":
         device = torch.device(device) if device is not None else default_device()
-        dlm = DreamDLM.load(dlm_path, device, dtype)
+        dtype = dtype or default_dtype(device)
+        dlm = DreamDLM.load(dlm_path, device, dtype) if dlm_path is not None else None
         ar = LocalAR.load(ar_path, device, dtype) if ar_path is not None else None
         return cls(dlm, ar, think_ids)
 
@@ -67,7 +74,34 @@ class Engine:
 
     @property
     def tokenizer(self):
-        return self.dlm.tokenizer
+        return self.dlm.tokenizer if self.dlm is not None else self.ar.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.dlm.device if self.dlm is not None else self.ar.embedding.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return (self.dlm.model if self.dlm is not None else self.ar.model).dtype
+
+    def decoders(self) -> tuple[str, ...]:
+        """The decoders these models can run."""
+        return tuple(name for name, ok in (("codila", self.dlm and self.ar), ("dlm", self.dlm), ("fim", self.ar)) if ok)
+
+    def decoder_for(self, decoder: str) -> str:
+        """The decoder that runs: `auto` is the first these models can run (codila, dlm, fim in
+        that order of preference, fim before dlm for an AR alone); others are checked."""
+        if decoder == "auto":
+            return "codila" if self.dlm and self.ar else "fim" if self.ar else "dlm"
+        if decoder not in self.decoders():
+            need = {"codila": "a DLM and an AR (--dlm PATH --ar PATH)", "dlm": "a DLM (--dlm PATH)",
+                    "fim": "an AR (--ar PATH, or the default model)"}[decoder]
+            raise ValueError(f"the {decoder} decoder needs {need}; these models run: {', '.join(self.decoders())}")
+        return decoder
+
+    def resolve(self, cfg: DecodeConfig) -> DecodeConfig:
+        """`cfg` with the decoder that will run named (never `auto`)."""
+        return cfg.with_options(decoder=self.decoder_for(cfg.decoder))
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -77,11 +111,17 @@ class Engine:
 
     def canvas(self, prefix: str, suffix: str, cfg: DecodeConfig) -> Canvas:
         """Tokenise and lay out the canvas, keeping the context nearest the span."""
+        cfg = self.resolve(cfg)
         prefix_ids, suffix_ids = self.encode(prefix), self.encode(suffix)
-        budget = min(cfg.max_context, self.dlm.model.config.max_position_embeddings) - cfg.span_tokens
+        if cfg.decoder == "fim":  # the AR reads prefix and suffix; three FIM tokens around them
+            model, positions, special = "AR", self.ar.max_positions - 3, self.ar.eos_id
+            mask_id, eos_id, pad_id = -1, special, self.tokenizer.pad_token_id
+        else:
+            model, positions = "DLM", self.dlm.model.config.max_position_embeddings
+            mask_id, eos_id, pad_id = self.dlm.mask_id, self.dlm.eos_id, self.dlm.pad_id
+        budget = min(cfg.max_context, positions) - cfg.span_tokens
         if budget < 0:
-            raise ValueError(f"a span of {cfg.span_tokens} tokens does not fit the DLM's "
-                             f"{self.dlm.model.config.max_position_embeddings} positions")
+            raise ValueError(f"a span of {cfg.span_tokens} tokens does not fit the {model}'s {positions} positions")
         keep_suffix = min(len(suffix_ids), max(budget // 4, budget - len(prefix_ids)))
         keep_prefix = budget - keep_suffix
         return Canvas(
@@ -89,10 +129,10 @@ class Engine:
             suffix_ids[:keep_suffix],
             cfg.span_tokens,
             cfg.block_size,
-            mask_id=self.dlm.mask_id,
-            eos_id=self.dlm.eos_id,
-            pad_id=self.dlm.pad_id,
-            device=self.dlm.device,
+            mask_id=mask_id,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            device=self.device,
         )
 
     def decode(self, prefix: str, suffix: str = "", cfg: DecodeConfig = DecodeConfig(),
@@ -101,21 +141,27 @@ class Engine:
 
         Iterate it for streaming events; `.run()` for the result only.
         """
-        return self.start(self.canvas(prefix, suffix, cfg), cfg, cancel)
+        cfg = self.resolve(cfg)
+        canvas = self.canvas(prefix, suffix, cfg)
+        rules = StopRules.of(prefix, suffix, cfg.single_line) if cfg.decoder == "fim" else None
+        return self.start(canvas, cfg, cancel, rules=rules)
 
     def start(self, canvas: Canvas, cfg: DecodeConfig, cancel: CancelFlag | None = None, *,
-              profile: bool = True, decode_text=None) -> Decoding:
+              profile: bool = True, decode_text=None, rules: StopRules | None = None) -> Decoding:
         """A decode of a canvas laid out already. `profile` times each phase (one host sync per
-        phase on CUDA); `decode_text` replaces the tokenizer for drafts (benchmarks)."""
+        phase on CUDA); `decode_text` replaces the tokenizer for drafts (benchmarks); `rules`
+        are the fim decoder's stop rules (default: EOS and the token limit only)."""
+        cfg = self.resolve(cfg)
         generator = None
         if cfg.seed is not None:
-            generator = torch.Generator(self.dlm.device).manual_seed(cfg.seed)
-        dlm = DualCacheDLM(self.dlm, cfg.dual_cache) if cfg.dual_cache else self.dlm
-        if cfg.decoder == "codila":
-            if self.ar is None or self.bridge is None:
-                raise ValueError("the codila decoder needs an AR model: load one (--ar PATH) or use --decoder dlm")
+            generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        dlm = DualCacheDLM(self.dlm, cfg.dual_cache) if cfg.dual_cache and self.dlm is not None else self.dlm
+        if cfg.decoder == "fim":
+            fim = FimTokens.of(self.ar.tokenizer, (self.ar.eos_id, canvas.eos_id))
+            step = FimSampler(self.ar, fim, canvas, cfg, rules or StopRules(), generator)
+        elif cfg.decoder == "codila":
             ar = self.static_decoder(cfg) if cfg.fast else self.ar
             step = partial(codila_step, dlm, ar, self.bridge, canvas, cfg, generator)
         else:
             step = partial(dlm_step, dlm, canvas, cfg, generator)
-        return Decoding(step, canvas, decode_text or self.decode_ids, cfg.placeholder, cancel, profile)
+        return Decoding(step, canvas, decode_text or self.decode_ids, cfg.placeholder, cancel, profile, cfg.decoder)

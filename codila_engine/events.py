@@ -12,6 +12,7 @@ class Commit:
     offsets: list[int]
     ids: list[int]
     source: str  # "ar" (a block from the AR) or "dlm" (tokens from the DLM's marginals)
+    end: bool = False  # the text ends after these tokens: every offset still masked becomes EOS
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,4 @@ class Result:
     ids: list[int]  # the span's token ids, masks left where the decode was cancelled
     stats: Stats = field(default_factory=Stats)
     cancelled: bool = False
+    decoder: str = ""  # the decoder that produced it (codila, dlm, fim)

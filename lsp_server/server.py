@@ -55,6 +55,7 @@ class Job:
     range: types.Range  # what the result replaces, in the client's position encoding
     mask_tokens: int
     label: str  # for logs: what was asked where
+    single_line: bool = False  # the fill is one line (fim stops at its end)
 
 
 class CodilaServer(LanguageServer):
@@ -89,14 +90,14 @@ class CodilaServer(LanguageServer):
 
     async def load_models(self) -> None:
         s = self.settings
-        self.log(f"loading models (dlm={s.dlm or 'shipped'}, ar={s.ar or 'shipped'}, device={s.device or 'auto'})")
+        self.log(f"loading models (dlm={s.dlm or 'default'}, ar={s.ar or 'default'}, device={s.device or 'auto'})")
         t0 = time.perf_counter()
         try:
             await self.worker.load(*s.model_key)
         except ModelsUnavailable as exc:
             self.tell(str(exc))
             return
-        self.log(f"models loaded in {time.perf_counter() - t0:.1f}s")
+        self.log(f"loaded {self.worker.models.name} in {time.perf_counter() - t0:.1f}s")
 
     # --- documents ---------------------------------------------------------------------
     def document(self, uri: str):
@@ -140,7 +141,7 @@ class CodilaServer(LanguageServer):
         self.supersede(job.uri)
         me = Active(rid, cancel, job.range.start, job.range.end)
         self.active.setdefault(job.uri, []).append(me)
-        cfg = self.settings.decode.with_options(max_new_tokens=job.mask_tokens)
+        cfg = self.settings.decode.with_options(max_new_tokens=job.mask_tokens, single_line=job.single_line)
         t0 = time.perf_counter()
 
         def on_event(event: Event) -> None:
@@ -152,7 +153,9 @@ class CodilaServer(LanguageServer):
             total = time.perf_counter() - t0
             s = result.stats
             first = s.first_commit_s if s.first_commit_s is not None else total
-            self.log(f"{job.label}: {'cancelled' if result.cancelled else 'done'}, first block {first:.3f}s, "
+            model = self.worker.models.name if self.worker.models else "?"
+            self.log(f"{job.label}: {'cancelled' if result.cancelled else 'done'} ({result.decoder} decoder, {model}), "
+                     f"first block {first:.3f}s, "
                      f"total {total:.3f}s, {s.text_tokens} tokens, {s.text_tokens / total if total else 0:.1f} "
                      f"tokens/s, {s.iterations} iterations")
 
@@ -184,6 +187,7 @@ class CodilaServer(LanguageServer):
             uri=unquote(uri), prefix=text[: span.start] + lead, suffix=text[span.end :], lead=lead,
             range=self.to_range(text, span.start, span.end), mask_tokens=span.mask_tokens,
             label=f"inline {span.kind} at {position.line + 1}:{position.character + 1}",
+            single_line=span.kind == "line_rest",
         ), span
 
     async def infill_job(self, params: InfillParams) -> Job:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from codila_engine.config import DecodeConfig
+from codila_engine.config import DTYPES, DecodeConfig
 from lsp_server.spans import SpanCaps
 
 # client key -> DecodeConfig field (public: the eval client sends settings by these names)
@@ -36,7 +36,7 @@ _INFILL_KEYS = {
     "infillMaxTokens": "max_tokens",
     "infillTokens": "empty_selection_tokens",
 }
-MODEL_KEYS = {"dlm": "dlm", "ar": "ar", "device": "device"}
+MODEL_KEYS = {"dlm": "dlm", "ar": "ar", "device": "device", "dtype": "dtype", "cacheDir": "cache_dir"}
 
 
 class SettingsError(ValueError):
@@ -69,9 +69,11 @@ class InfillLimits:
 
 @dataclass(frozen=True)
 class Settings:
-    dlm: str | None = None  # model folders; None = the pair shipped in the package
+    dlm: str | None = None  # model folders; None = the shipped pair, else the default model
     ar: str | None = None
     device: str | None = None
+    dtype: str | None = None  # float32, bfloat16, float16; None = auto
+    cache_dir: str | None = None  # where the default model is prepared; None = the usual cache
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     caps: SpanCaps = field(default_factory=SpanCaps)
     infill: InfillLimits = field(default_factory=InfillLimits)
@@ -79,7 +81,7 @@ class Settings:
     @property
     def model_key(self) -> tuple:
         """What the loaded engine depends on: a change means loading again."""
-        return (self.dlm, self.ar, self.device)
+        return (self.dlm, self.ar, self.device, self.dtype, self.cache_dir)
 
 
 def _pick(options: dict, keys: dict[str, str]) -> dict[str, Any]:
@@ -109,7 +111,9 @@ def apply_options(base: Settings, options: Any) -> tuple[Settings, list[str]]:
     models = _pick(options, MODEL_KEYS)
     for name, value in models.items():
         if value is not None and not isinstance(value, str):
-            raise SettingsError(f"codila setting {name!r} must be a string path, got {value!r}")
+            raise SettingsError(f"codila setting {name!r} must be a string, got {value!r}")
+    if models.get("dtype") not in (None, "auto", *DTYPES):
+        raise SettingsError(f"codila setting 'dtype' must be one of auto, {', '.join(DTYPES)}, got {models['dtype']!r}")
     return replace(base, decode=decode, caps=caps, infill=infill, **models), ignored
 
 

@@ -28,27 +28,32 @@ class DecodeWorker:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codila-decode")
         self._engine = None
         self._key: tuple | None = None
+        self.models = None  # checkpoint.Models of the loaded engine
 
-    def _engine_for(self, dlm: str | None, ar: str | None, device: str | None):
+    def _engine_for(self, dlm: str | None, ar: str | None, device: str | None, dtype: str | None = None,
+                    cache_dir: str | None = None):
         """Load (or reuse) the engine; runs on the worker thread only."""
-        from codila_engine.checkpoint import model_folders
+        import torch
+
+        from codila_engine.checkpoint import default_device, default_dtype, model_folders
         from codila_engine.engine import Engine
 
-        key = (dlm, ar, device)
+        key = (dlm, ar, device, dtype, cache_dir)
         if self._engine is not None and self._key == key:
             return self._engine
         self._engine, self._key = None, None
         try:
-            dlm, ar = model_folders(dlm, ar, "set the `dlm` and `ar` settings (initializationOptions or "
-                                             "workspace/didChangeConfiguration) to local model folders")
-            engine = Engine.load(dlm, ar, device=device)
-        except (OSError, ValueError) as exc:
+            models = model_folders(dlm, ar, flags=("the `dlm` setting", "the `ar` setting"), cache_dir=cache_dir)
+            torch_device = torch.device(device) if device else default_device()
+            engine = Engine.load(models.dlm, models.ar, device=torch_device, dtype=default_dtype(torch_device, dtype))
+        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: torch's, for an unknown device
             raise ModelsUnavailable(f"could not load the models: {exc}") from exc
-        self._engine, self._key = engine, key
+        log.info("loaded %s (%s on %s)", models.name, str(engine.dtype).removeprefix("torch."), engine.device)
+        self._engine, self._key, self.models = engine, key, models
         return engine
 
-    async def load(self, dlm: str | None, ar: str | None, device: str | None) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._engine_for, dlm, ar, device)
+    async def load(self, *key) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._engine_for, *key)
 
     async def count_tokens(self, key: tuple, text: str) -> int:
         def job() -> int:

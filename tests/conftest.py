@@ -1,9 +1,13 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# Tiny models compare tokens exactly across paths: float32 everywhere, in this process and in the
+# language servers the tests start (the default, auto, picks bfloat16 on CPUs where it is faster).
+os.environ.setdefault("CODILA_DTYPE", "float32")
 
 from tiny_models import build_pair  # noqa: E402
 

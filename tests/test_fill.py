@@ -54,7 +54,7 @@ def test_settings_from_client_options():
         "spanCaps": {"lineRest": 5, "bogus": 1}, "infillMargin": 1.0, "colour": "red"})
     assert settings.decode == DecodeConfig(block_size=8, mode="dynamic", threshold=0.5)
     assert settings.caps.line_rest == 5 and settings.infill.margin == 1.0
-    assert settings.model_key == ("/m/dlm", "/m/ar", None)
+    assert settings.model_key == ("/m/dlm", "/m/ar", None, None, None)
     assert ignored == ["colour", "spanCaps.bogus"]
     nested, _ = apply_options(settings, {"codila": {"scope": 3}})  # didChangeConfiguration shape
     assert nested.decode.scope == 3 and nested.decode.block_size == 8
@@ -66,7 +66,8 @@ def test_settings_from_client_options():
     ({"spanCaps": {"lineRest": -1}}, "SpanCaps.line_rest"),
     ({"spanCaps": 3}, "spanCaps must be an object"),
     ({"infillMinTokens": 9, "infillMaxTokens": 4}, "infillMinTokens <= infillMaxTokens"),
-    ({"dlm": 5}, "'dlm' must be a string path"),
+    ({"dlm": 5}, "'dlm' must be a string"),
+        ({"dtype": "int8"}, "'dtype' must be one of auto, float32"),
     ("fast", "must be a JSON object"),
 ])
 def test_bad_settings_name_the_problem(options, message):

@@ -62,7 +62,7 @@ def test_wrong_model_kinds(tiny_pair):
     dlm_dir, ar_dir = tiny_pair
     with pytest.raises(ModelFolderError, match="not a Dream checkpoint"):
         DreamDLM.load(ar_dir)
-    with pytest.raises(ModelFolderError, match="not a Qwen3 checkpoint"):
+    with pytest.raises(ModelFolderError, match="not a Qwen3 or Qwen2 checkpoint"):
         LocalAR.load(dlm_dir)
 
 

@@ -34,25 +34,33 @@ needs_pair = pytest.mark.skipif(candidate_pair() is None, reason="no pair instal
                                                                   "and CODILA_PAIR not set")
 
 
-def test_model_folders_fill_in_the_installed_pair(monkeypatch, tmp_path):
-    assert model_folders("a", "b", "hint") == ("a", "b")
+def test_model_folders_given_then_installed_pair_then_default_model(monkeypatch, tmp_path):
+    pick = lambda *a, **k: (lambda m: (m.dlm, m.ar))(model_folders(*a, **k))  # noqa: E731
+    assert pick("a", "b") == ("a", "b")
+    assert pick("a", None) == ("a", None) and pick(None, "b", "fim") == (None, "b")  # one alone runs what it can
+    with pytest.raises(ValueError, match="codila decoder needs --dlm and --ar: give --ar too"):
+        model_folders("a", None, "codila")
+    with pytest.raises(ValueError, match="fim decoder needs --ar: give --ar too"):
+        model_folders("a", None, "fim")
     monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: (tmp_path / "d", tmp_path / "r"))
-    assert model_folders("a", None, "hint") == ("a", str(tmp_path / "r"))
-    assert model_folders(None, None, "hint") == (str(tmp_path / "d"), str(tmp_path / "r"))
-    assert model_folders("", "", "hint") == (str(tmp_path / "d"), str(tmp_path / "r"))  # unset $DLM / $AR
+    assert pick(None, None) == (str(tmp_path / "d"), str(tmp_path / "r"))
+    assert pick("", "") == (str(tmp_path / "d"), str(tmp_path / "r"))  # unset $DLM / $AR
     monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: None)
-    with pytest.raises(ValueError, match="no shipped model pair installed: pass --dlm"):
-        model_folders("a", None, "pass --dlm")
+    monkeypatch.setattr("codila_engine.default_model.default_model_folder", lambda *a, **k: tmp_path / "qwen")
+    assert pick(None, None) == (None, str(tmp_path / "qwen")) and pick(None, None, "fim") == (None, str(tmp_path / "qwen"))
+    with pytest.raises(ValueError, match="the codila decoder needs a DLM: give --dlm PATH and --ar PATH"):
+        model_folders(None, None, "codila")
 
 
-def test_cli_without_folders_or_installed_pair_says_what_to_pass(monkeypatch):
+def test_cli_without_folders_or_default_model_says_how_to_get_it(monkeypatch, capsys):
     from codila_engine.cli import main
+    from test_eval_table import without_default_model
 
-    monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: None)
-    with pytest.raises(SystemExit, match="pass --dlm PATH --ar PATH"):
-        main(["generate", "--prompt", "x = 1\n"])
-    with pytest.raises(SystemExit, match="pass --dlm PATH --ar PATH"):
-        main(["generate", "--dlm", "", "--ar", "", "--prompt", "x = 1\n"])  # README line 1 with $DLM unset
+    without_default_model(monkeypatch)
+    assert main(["generate", "--prompt", "x = 1\n"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'codila[model]'" in err[0] and "--dlm/--ar" in err[0]
+    assert main(["generate", "--dlm", "", "--ar", "", "--prompt", "x = 1\n"]) == 2  # README line 1, $DLM unset
 
 
 @pytest.fixture(scope="module")

@@ -79,3 +79,26 @@ def build_pair(root: Path, *, swap_ordinary: bool = False, seed: int = 0) -> tup
                          tie_word_embeddings=True, eos_token_id=eos)
     Qwen3ForCausalLM(ar_cfg).save_pretrained(str(ar_dir))
     return dlm_dir, ar_dir
+
+
+FIM_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]
+
+
+def build_fim_model(root: Path, seed: int = 0) -> Path:
+    """A tiny Qwen2.5-Coder-like AR folder: causal Qwen2 with the FIM special tokens. Special and
+    padding rows of the (untied) head are zero and ordinary ones scaled up, so greedy decoding
+    writes ordinary tokens instead of stopping at once."""
+    torch.manual_seed(seed)
+    folder = root / "fim"
+    tok = save_tokenizer(base_tokenizer(), FIM_SPECIALS, folder, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    cfg = Qwen2Config(vocab_size=len(tok) + 4, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=False, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    model = Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(10)
+        model.lm_head.weight[tok.convert_tokens_to_ids(FIM_SPECIALS)] = 0
+        model.lm_head.weight[len(tok):] = 0
+    model.save_pretrained(str(folder))
+    return folder

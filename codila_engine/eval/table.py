@@ -34,13 +34,14 @@ from tqdm import tqdm
 from codila_engine.config import DecodeConfig
 from codila_engine.eval.heldout import KINDS, HeldOutTask, build_tasks, exact_match, syntax_valid
 
-FAMILIES = ("dlm-k1", "dlm-kb", "static-soft", "static-top1", "dynamic")
+FAMILIES = ("fim", "dlm-k1", "dlm-kb", "static-soft", "static-top1", "dynamic")
+NEEDS = {"fim": ("ar",), "dlm-k1": ("dlm",), "dlm-kb": ("dlm",)}  # the rest need both models
 BLOCK_SIZES, THRESHOLDS = (2, 4, 8), (0.1, 0.3, 0.6)
 HUMANEVAL = "humaneval single-line"
 BENCHMARKS = tuple(f"held-out {kind}" for kind in KINDS) + (HUMANEVAL,)
 CLOSE = 0.02  # "comes close": at most this far (absolute) below DLM K=1
 LABELS = {"exact_match": "exact match", "pass_at_1": "pass@1", "syntax_valid": "syntax-valid"}
-MARKERS = {"dlm-k1": "*", "dlm-kb": "s", "static-soft": "o", "static-top1": "v", "dynamic": "D"}
+MARKERS = {"fim": "P", "dlm-k1": "*", "dlm-kb": "s", "static-soft": "o", "static-top1": "v", "dynamic": "D"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def setups(block_sizes: Sequence[int] = BLOCK_SIZES, thresholds: Sequence[float]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         raise ValueError(f"unknown configuration famil(ies) {unknown}; choose from {list(FAMILIES)}")
-    rows = [Setup("DLM K=1", "dlm-k1", 1, base.with_options(decoder="dlm", block_size=1, tokens_per_step=1))]
+    rows = [Setup("FIM (AR left to right)", "fim", 1, base.with_options(decoder="fim", block_size=1)),
+            Setup("DLM K=1", "dlm-k1", 1, base.with_options(decoder="dlm", block_size=1, tokens_per_step=1))]
     for b in block_sizes:
         codila = base.with_options(decoder="codila", block_size=b, mode="static")
         rows += [Setup(f"DLM K={b}", "dlm-kb", b, base.with_options(decoder="dlm", block_size=b, tokens_per_step=b)),
@@ -90,14 +92,29 @@ def heldout_row(engine, setup: Setup, task: HeldOutTask) -> dict:
             "iterations": s.iterations, "text_tokens": s.text_tokens, "wall_s": s.wall_s}
 
 
-def humaneval_rows(setup: Setup, models: tuple[str, str], device: str, limit: int, max_tokens: int,
+def runnable(families: Sequence[str], models) -> list[str]:
+    """The families these models can run: an AR alone runs only fim, and only if it knows FIM."""
+    from codila_engine.checkpoint import load_tokenizer
+    from codila_engine.fim import FimTokens, NoFimTokens
+
+    have = {"dlm": models.dlm is not None, "ar": models.ar is not None}
+    runs = [f for f in families if all(have[m] for m in NEEDS.get(f, ("dlm", "ar")))]
+    if "fim" in runs:
+        try:
+            FimTokens.of(load_tokenizer(Path(models.ar)))
+        except (NoFimTokens, OSError):
+            runs.remove("fim")  # an AR without FIM tokens (the paper's Qwen3 AR) has no FIM row
+    return runs
+
+
+def humaneval_rows(setup: Setup, models, device: str, limit: int, max_tokens: int,
                    out: Path, progress: bool) -> tuple[list[dict], dict]:
     """One configuration through the language server (run.evaluate); rows in summarize's terms."""
     from codila_engine.eval.humaneval import load_split
     from codila_engine.eval.run import evaluate
     from lsp_server.settings import DECODE_KEYS
 
-    options = {"dlm": models[0], "ar": models[1], "device": device,
+    options = {"dlm": models.dlm, "ar": models.ar, "device": device,
                **{key: getattr(setup.cfg, name) for key, name in DECODE_KEYS.items()}}
     folder = out / "humaneval" / re.sub(r"[^A-Za-z0-9.]+", "-", setup.name).strip("-")
     summary = evaluate("single-line", out_dir=folder, limit=limit, options=options, max_tokens=max_tokens,
@@ -133,9 +150,10 @@ def claims(results: dict[str, dict[str, dict]], plan: Sequence[Setup]) -> list[d
                 found.append({"benchmark": bench, "claim": claim, "holds": parts[0][3] == "holds",
                               "text": f"{bench}: {claim} — {text}"})
 
-        for b in sorted({s.block_size for s in plan if s.family != "dlm-k1"}):
+        for b in sorted({s.block_size for s in plan if s.family not in ("dlm-k1", "fim")}):
             soft = f"CoDiLA B={b} static soft"
             compare(f"CoDiLA static soft beats DLM K={b}", soft, f"DLM K={b}")
+            compare(f"CoDiLA static soft (B={b}) beats FIM by the AR alone", soft, "FIM (AR left to right)")
             compare(f"soft beats top-1 (B={b})", soft, f"CoDiLA B={b} static top-1")
             k1 = res.get("DLM K=1")
             dynamic = [s.name for s in plan if s.family == "dynamic" and s.block_size == b and s.name in res]
@@ -220,7 +238,7 @@ def plot(table: dict, path: Path) -> None:
 
 
 # --- the run -----------------------------------------------------------------------------
-def build_table(models: tuple[str, str], *, out_dir: str | Path, data_dirs: Sequence[str | Path] = (),
+def build_table(models, *, out_dir: str | Path, data_dirs: Sequence[str | Path] = (),
                 held_out_tasks: int = 100, held_out_fraction: float = 0.02, humaneval_limit: int = 100,
                 humaneval_max_tokens: int = 24, block_sizes: Sequence[int] = BLOCK_SIZES,
                 thresholds: Sequence[float] = THRESHOLDS, families: Sequence[str] = FAMILIES,
@@ -234,7 +252,10 @@ def build_table(models: tuple[str, str], *, out_dir: str | Path, data_dirs: Sequ
     from codila_engine.eval.run import device_string
     from codila_engine.train.data import load_corpus
 
-    plan = setups(block_sizes, thresholds, families, base)
+    plan = setups(block_sizes, thresholds, runnable(families, models), base)
+    if not plan:
+        raise ValueError(f"these models run none of the families {list(families)}: an AR alone runs fim, a DLM alone "
+                         "dlm-k1 and dlm-kb")
     if held_out_tasks < 0 or humaneval_limit < 0:
         raise ValueError("--held-out-tasks and --humaneval-limit must be >= 0")
     if not held_out_tasks and not humaneval_limit:
@@ -245,7 +266,7 @@ def build_table(models: tuple[str, str], *, out_dir: str | Path, data_dirs: Sequ
     out, started = Path(out_dir), time.perf_counter()
     tasks: dict[str, list[HeldOutTask]] = {}
     if held_out_tasks:
-        engine = Engine.load(*models, device=device)  # first: a bad model folder fails before the corpus is read
+        engine = Engine.load(models.dlm, models.ar, device=device)  # first: a bad model folder fails before the corpus is read
         corpus = load_corpus(data_dirs, held_out_fraction=held_out_fraction, progress=progress)
         if not corpus.held_out:
             raise ValueError(f"no held-out files in {list(map(str, data_dirs))} at --held-out-fraction "
@@ -281,7 +302,7 @@ def build_table(models: tuple[str, str], *, out_dir: str | Path, data_dirs: Sequ
     table = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
         "device": device_string(device), "torch_threads": torch.get_num_threads(),
-        "models": {"dlm": str(models[0]), "ar": str(models[1])}, "tasks": counts,
+        "models": {"dlm": str(models.dlm), "ar": str(models.ar), "name": models.name}, "tasks": counts,
         "settings": {"temperature": base.temperature, "top_p": base.top_p, "seed": base.seed, "scope": base.scope,
                      "block_sizes": list(block_sizes), "thresholds": list(thresholds), "families": list(families),
                      "held_out_masks": "ceil(1.25 x the truth's tokens), rounded up to whole blocks",
@@ -306,7 +327,7 @@ def cmd_table(args) -> int:
     from codila_engine.checkpoint import model_folders
     from codila_engine.eval.client import ServerError
 
-    models = model_folders(args.dlm, args.ar, "pass --dlm PATH --ar PATH")
+    models = model_folders(args.dlm, args.ar)
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the language servers started for HumanEval
@@ -329,8 +350,9 @@ def cmd_table(args) -> int:
 def add_table_subcommand(benchmarks) -> None:
     p = benchmarks.add_parser("table", help="the README table: DLM baselines vs CoDiLA variants on held-out files "
                                             "and HumanEval-Infilling single-line")
-    p.add_argument("--dlm", help="Dream-format DLM folder (default: the pair installed in codila_engine/assets/, if any)")
-    p.add_argument("--ar", help="Qwen3 AR folder (default: the pair installed in codila_engine/assets/, if any)")
+    p.add_argument("--dlm", help="Dream-format DLM folder (default: the pair installed in codila_engine/assets/, if any, "
+                                 "else none)")
+    p.add_argument("--ar", help="Qwen3 or Qwen2 AR folder (default: the shipped pair's, else the default model)")
     p.add_argument("--device", default="cpu", help="where to decode (default cpu: the table reports CPU speed)")
     p.add_argument("--data-dir", action="append", help="training data folder (repeatable; held-out files come "
                                                        "from its held-out split)")
@@ -342,7 +364,8 @@ def add_table_subcommand(benchmarks) -> None:
     p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS), metavar="TAU",
                    help="dynamic-mode thresholds (mean entropy in nats)")
     p.add_argument("--configs", nargs="+", choices=FAMILIES, default=list(FAMILIES), metavar="FAMILY",
-                   help=f"configuration families to run, of {', '.join(FAMILIES)} (default: all)")
+                   help=f"configuration families to run, of {', '.join(FAMILIES)} (default: all that the models "
+                        "can run: fim alone for the default model)")
     p.add_argument("--temperature", type=float, default=DecodeConfig().temperature)
     p.add_argument("--seed", type=int, default=DecodeConfig().seed)
     p.add_argument("--threads", type=int, help="CPU threads for torch (and the servers)")
