@@ -202,7 +202,8 @@ def format_run(entry: dict) -> str:
 
 
 def add_bench_subcommand(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="decoding speed at the paper's sizes: plain vs fast path")
+    p = subparsers.add_parser("bench", help="decoding speed at the paper's sizes: plain vs fast path; "
+                                            "`codila bench model`: the real model on this machine")
     p.add_argument("--shapes", choices=sorted(SHAPES), default="paper")
     p.add_argument("--block-sizes", type=int, nargs="+", default=[2, 4, 8])
     p.add_argument("--prompt", type=int, default=256, help="prompt tokens")
@@ -216,6 +217,9 @@ def add_bench_subcommand(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the report here")
     p.set_defaults(func=cmd_bench)
+    from codila_engine.bench_model import add_bench_model_subcommand
+
+    add_bench_model_subcommand(p.add_subparsers(dest="bench", required=False, metavar="model"))
 
 
 def cmd_bench(args) -> int:

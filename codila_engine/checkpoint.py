@@ -119,15 +119,24 @@ def build_config(config_cls, fields: dict, folder: Path, role: str):
 
 
 def load_weights(model_cls, folder: Path, config, device: torch.device, dtype: torch.dtype, role: str):
-    """Load safetensors weights into `model_cls(config)`; any missing or unexpected key is an error."""
-    model, info = model_cls.from_pretrained(
-        str(folder),
-        config=config,
-        dtype=dtype,
-        device_map=str(device) if device.type != "cpu" else None,
-        output_loading_info=True,
-        ignore_mismatched_sizes=True,  # reported below as one clear error instead
-    )
+    """Load safetensors weights into `model_cls(config)`; any missing or unexpected key is an error.
+    transformers' own progress bar stays off: the caller says what is loading."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = model_cls.from_pretrained(
+            str(folder),
+            config=config,
+            dtype=dtype,
+            device_map=str(device) if device.type != "cpu" else None,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported below as one clear error instead
+        )
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if problems:
         detail = "; ".join(f"{k.replace('_', ' ')}: {sorted(map(str, v))[:5]}" for k, v in problems.items())

@@ -7,7 +7,8 @@ and the events of the other decoders, so drafts, cancellation and statistics wor
 
 Instruct weights never emit a stop token in FIM mode, so decoding stops at the first of:
 - a stop token (EOS, end of text, any FIM or file-separator token),
-- the first repeat of the suffix's first non-blank line (the model writing the suffix again),
+- the first repeat of the suffix's first non-blank line (the model writing the suffix again;
+  lines are compared as code: surrounding blanks and a trailing `#` comment do not count),
 - the end of the first line, for single-line requests,
 - the span's token limit.
 `stop_rules` decides on text (pure, tested on crafted streams); `FimSampler` turns its answer
@@ -69,8 +70,8 @@ class StopRules:
 
     @classmethod
     def of(cls, prefix: str, suffix: str, single_line: bool) -> "StopRules":
-        first = next((line for line in suffix.split("\n") if line.strip()), None)
-        return cls(prefix.rsplit("\n", 1)[-1], first.strip() if first else None, single_line)
+        first = next((code(line) for line in suffix.split("\n") if code(line)), None)
+        return cls(prefix.rsplit("\n", 1)[-1], first, single_line)
 
     def check(self, text: str, final: bool) -> tuple[int | None, int]:
         """(cut, safe): the middle ends at text[:cut] if cut is not None; else text[:safe] is
@@ -82,14 +83,20 @@ class StopRules:
         for i, line in enumerate(lines):
             full = self.line_start + line if i == 0 else line
             complete = i < len(lines) - 1 or final
-            if self.repeat is not None and full.strip() == self.repeat and complete:
+            if self.repeat is not None and code(full) == self.repeat and complete:
                 return start, 0
             if i == len(lines) - 1:
-                could_repeat = self.repeat is not None and self.repeat.startswith(full.strip())
+                could_repeat = self.repeat is not None and self.repeat.startswith(code(full))
                 safe = start if could_repeat else len(text)
                 return (len(text) if final else None), (len(text) if final else safe)
             start += len(line) + 1
         raise AssertionError("unreachable: split always yields a last line")
+
+
+def code(line: str) -> str:
+    """A line as code: without surrounding blanks or a trailing `#` comment."""
+    before, hash_, _ = line.partition("#")
+    return before.strip() if hash_ and before.strip() else line.strip()
 
 
 def committable(ids: list[int], decode: Decode, limit: int) -> int:

