@@ -54,19 +54,33 @@ def run_requests(engine, cfg, repeats: int) -> dict:
 def cmd_bench_model(args) -> int:
     import torch
 
-    from codila_engine.checkpoint import default_device, default_dtype, model_folders
-    from codila_engine.config import DecodeConfig
-    from codila_engine.engine import Engine
-
     if args.threads:
         torch.set_num_threads(args.threads)
     report = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    cache_dir = args.cache_dir
-    if args.prepare:
-        cache_dir = tempfile.mkdtemp(prefix="codila-bench-cache-")
-        report["prepare"] = measure_prepare(Path(cache_dir))
-        print(f"first-run preparation: {report['prepare']['wall_s']} s, peak RSS {report['prepare']['peak_rss_gib']} GiB")
+    with tempfile.TemporaryDirectory(prefix="codila-bench-cache-") as fresh:  # removed afterwards (1 GB)
+        cache_dir = args.cache_dir
+        if args.prepare:
+            cache_dir = fresh
+            report["prepare"] = measure_prepare(Path(cache_dir))
+            print(f"first-run preparation: {report['prepare']['wall_s']} s, "
+                  f"peak RSS {report['prepare']['peak_rss_gib']} GiB")
+        report.update(measure_decoding(args, cache_dir))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def measure_decoding(args, cache_dir: str | None) -> dict:
+    """Load time and request speeds for each dtype asked for."""
+    import torch
+
+    from codila_engine.checkpoint import default_device, default_dtype, model_folders
+    from codila_engine.config import DecodeConfig
+    from codila_engine.engine import Engine
+
+    report = {}
     models = model_folders(args.dlm, args.ar, args.decoder, cache_dir=cache_dir)
     device = torch.device(args.device) if args.device else default_device()
     for dtype_name in args.dtypes:
@@ -84,10 +98,7 @@ def cmd_bench_model(args) -> int:
             print(f"  {name:26s} first draft {r['first_draft_s']:.3f} s  {r['tokens']:.0f} tokens in {r['wall_s']:.2f} s "
                   f"({r['tokens_per_s']:.1f} tok/s)")
         del engine
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+    return report
 
 
 def add_bench_model_subcommand(subparsers) -> None:

@@ -42,3 +42,21 @@ def test_bench_can_stop_early(tmp_path):
 def test_agreement_counts_only_positions_both_committed():
     assert agreement([1, 2, 9, 4], [1, 3, 5, 9], mask_id=9) == 0.5
     assert agreement([9, 9], [9, 9], mask_id=9) == 0.0
+
+
+def test_bench_model_reports_load_time_and_request_speeds(tmp_path):
+    import json
+
+    from codila_engine.cli import main
+    from tiny_models import build_fim_model
+
+    folder = build_fim_model(tmp_path)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "model", "--ar", str(folder), "--repeats", "1", "--dtypes", "float32",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())["float32"]
+    assert report["decoder"] == "fim" and report["load_s"] > 0
+    assert set(report["requests"]) == {"single-line infill (16)", "completion (64)"}
+    for row in report["requests"].values():
+        assert 0 < row["first_draft_s"] <= row["wall_s"] and 1 <= row["tokens"]
+    assert "\n" not in report["requests"]["single-line infill (16)"]["text"]

@@ -85,6 +85,29 @@ def add_train_subcommands(subparsers) -> None:
                           "Dream adapts from (then run again with --init and the diffusion objective)")
     dlm.set_defaults(func=run_dlm)
 
+    ad = sub.add_parser("dlm-adapt", help="adapt the default model (Qwen2.5-Coder-0.5B) into a Dream-format DLM "
+                                          "with LoRA; checkpoints hold the adapter and the mask vector")
+    _data_args(ad)
+    ad.add_argument("--held-out-dir", action="append", default=[], metavar="DIR",
+                    help="whole packages for validation and the learning curve (repeatable; never trained on)")
+    _loop_args(ad)
+    ad.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
+    ad.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                    help="base weights and compute (default: auto, bfloat16 where the CPU is fast at it)")
+    ad.add_argument("--rank", type=int, default=16, help="LoRA rank on every linear layer (default: 16)")
+    ad.add_argument("--mask-lr", type=float, default=1e-3, help="learning rate of the mask vector (default: 1e-3)")
+    ad.add_argument("--span-fraction", type=float, default=0.4, help="sequences masked as spans (default: 0.4)")
+    ad.add_argument("--pad-fraction", type=float, default=0.1, help="sequences masked as a padded span (default: 0.1)")
+    ad.add_argument("--curve-windows", type=int, default=10, help="held-out windows for top-1 at each validation")
+    ad.set_defaults(func=run_dlm_adapt, batch_size=1, seq_len=256, lr=2e-4, clip_norm=1.0, val_every=100,
+                    held_out_fraction=0.0, init=None)
+
+    ex = sub.add_parser("dlm-export", help="merge a dlm-adapt checkpoint into a Dream-format model folder")
+    ex.add_argument("--adapter", type=Path, required=True, help="a dlm-adapt checkpoint (e.g. OUT/best)")
+    ex.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
+    ex.add_argument("--out", type=Path, required=True)
+    ex.set_defaults(func=run_dlm_export)
+
     ar = sub.add_parser("ar-pretrain", help="next-token pretraining of a Qwen3 AR")
     _data_args(ar)
     _model_args(ar, ModelSize())
@@ -191,6 +214,41 @@ def run_dlm(args) -> None:
     _finish(args, train_dlm(tokenizer, data.train, data.held_out, cfg, size=size, init=args.init,
                             objective=args.objective,
                             device=device, noise=noise))
+
+
+def run_dlm_adapt(args) -> None:
+    from codila_engine.checkpoint import default_dtype
+    from codila_engine.default_model import default_model_folder
+    from codila_engine.train.adapt import dream_tokenizer, train_adapt
+    from codila_engine.train.corpus import Corpus, read_python_dirs
+    from codila_engine.train.data import prepare_data
+    from codila_engine.train.masking import DlmNoise
+
+    if not args.held_out_dir:
+        raise SystemExit("codila train dlm-adapt: give --held-out-dir DIR (whole packages kept for validation)")
+    base = args.base or default_model_folder()
+    args.tokenizer = base
+    cfg, device, _, _ = _setup(args)
+    tokenizer = dream_tokenizer(base)
+    train_corpus = _corpus(args)
+    held_out, _ = read_python_dirs(args.held_out_dir, args.progress)
+    corpus = Corpus(train_corpus.train, held_out, train_corpus.report)
+    data = prepare_data(corpus, tokenizer, args.seq_len, cache_dir=args.out / "data", progress=args.progress)
+    if args.pack:
+        data.train, data.held_out = data.train.packed(), data.held_out.packed()
+    print(f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
+          f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens) from {', '.join(args.held_out_dir)}")
+    noise = DlmNoise(span_fraction=args.span_fraction, pad_fraction=args.pad_fraction)
+    dtype = default_dtype(device, None if args.dtype == "auto" else args.dtype)
+    _finish(args, train_adapt(tokenizer, base, data.train, data.held_out, cfg, device=device, dtype=dtype,
+                              rank=args.rank, mask_lr=args.mask_lr, noise=noise, curve_windows=args.curve_windows))
+
+
+def run_dlm_export(args) -> None:
+    from codila_engine.default_model import default_model_folder
+    from codila_engine.train.adapt import export_dream
+
+    print(f"wrote {export_dream(args.adapter, args.base or default_model_folder(), args.out)}")
 
 
 def run_ar_pretrain(args) -> None:

@@ -118,15 +118,21 @@ def train(
     train_data: SequenceData,
     val_data: SequenceData | None,
     cfg: LoopConfig,
+    *,
+    param_groups: list[dict] | None = None,
+    metrics: Callable[[torch.nn.Module], dict] | None = None,
 ) -> TrainResult:
-    """Run (or resume) training to cfg.steps; checkpoints go to <out>/last and <out>/best."""
+    """Run (or resume) training to cfg.steps; checkpoints go to <out>/last and <out>/best.
+    `param_groups` (default: every trainable parameter at cfg.lr) may set their own lr;
+    `metrics(model)` is logged with every validation (a learning curve beyond the loss)."""
     from transformers import get_cosine_schedule_with_warmup
 
     if len(train_data) == 0:
         raise ValueError("no training sequences: the corpus is empty after filtering")
     cfg.out.mkdir(parents=True, exist_ok=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    params = [p for group in groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * cfg.steps), cfg.steps)
     result = TrainResult(step=0, best_val=None)
     last = resume_folder(cfg)
@@ -159,8 +165,11 @@ def train(
         result.val_losses.append((result.step, val))
         if cfg.progress:
             tqdm.write(f"step {result.step}: validation loss {val:.4f}")
+        measured = metrics(model) if metrics else {}
+        if cfg.progress and measured:
+            tqdm.write("  " + ", ".join(f"{k} {v:.4f}" for k, v in measured.items()))
         _log(cfg, {"event": "val", "step": result.step, "val_loss": val,
-                   "best": result.best_val is None or val < result.best_val})
+                   "best": result.best_val is None or val < result.best_val, **measured})
         return val
 
     model.train()

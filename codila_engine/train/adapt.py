@@ -1,0 +1,197 @@
+"""Adapting the default model (Qwen2.5-Coder-0.5B) into a Dream-format DLM, as Dream was made
+from Qwen2.5: bidirectional attention, Dream's shifted prediction, `<|mask|>` at 151666.
+
+What trains: LoRA adapters on every linear layer (peft) and one mask vector that replaces the
+embedding of `<|mask|>` at the input (its stored row is untrained). The base stays frozen in
+bfloat16 where the CPU is fast at it. The loss is dlm_pretrain's masked-diffusion loss (random
+masks, spans, padded spans). A checkpoint holds only what trains (adapter + mask vector, ~35 MB),
+so it resumes exactly and can ship; `export_dream` merges it into an ordinary Dream folder.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from codila_engine.dlm import shifted_positions
+from codila_engine.train.dlm_pretrain import dlm_loss
+from codila_engine.train.loop import LoopConfig, TrainResult, starting_model, train
+from codila_engine.train.masking import DlmNoise
+from codila_engine.train.sequences import SequenceData
+
+DREAM_TOKENS = {"<|beginoftext|>": 151665, "<|mask|>": 151666}  # Dream's own ids, after Qwen2.5's 151665 tokens
+MASK_ID = DREAM_TOKENS["<|mask|>"]
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+MASK_FILE = "mask_vector.safetensors"
+
+
+def renamed_tokenizer(base_folder: str | Path, names: dict[str, int], **roles):
+    """The base tokenizer with the placeholders at `names`' ids replaced by those special tokens
+    (the GGUF's vocabulary fills ids 151665.. with `[PAD151665]`-style entries)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from codila_engine.checkpoint import load_tokenizer
+
+    base = load_tokenizer(Path(base_folder))
+    data = json.loads(base.backend_tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    for name, i in names.items():
+        if vocab.get(f"[PAD{i}]") != i:
+            raise ValueError(f"id {i} of {base_folder}'s tokenizer is not a free placeholder: cannot put {name} there")
+        vocab[name] = vocab.pop(f"[PAD{i}]")  # same id: an added token already in the vocabulary keeps it
+        data["added_tokens"].append({"id": i, "content": name, "single_word": False, "lstrip": False,
+                                     "rstrip": False, "normalized": False, "special": True})
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(data)), eos_token=base.eos_token,
+                                  pad_token=base.pad_token, **roles)
+    return tok
+
+
+def dream_tokenizer(base_folder: str | Path):
+    """The base tokenizer with Dream's added tokens at Dream's ids."""
+    return renamed_tokenizer(base_folder, DREAM_TOKENS, mask_token="<|mask|>", bos_token="<|beginoftext|>")
+
+
+class MaskedInputs(torch.nn.Module):
+    """The decoder stack, reading the trained mask vector wherever the input is `<|mask|>`."""
+
+    def __init__(self, decoder, mask_vector: torch.nn.Parameter) -> None:
+        super().__init__()
+        self.decoder, self.mask_vector = decoder, mask_vector
+
+    def forward(self, input_ids: torch.Tensor):
+        embeds = self.decoder.embed_tokens(input_ids)
+        embeds = torch.where((input_ids == MASK_ID)[..., None], self.mask_vector.to(embeds.dtype), embeds)
+        return self.decoder(inputs_embeds=embeds)
+
+
+class AdaptedDLM(torch.nn.Module):
+    """base + LoRA + mask vector, shaped like Qwen2ForCausalLM for dlm_loss (`.model`, `.lm_head`)."""
+
+    def __init__(self, peft_model, mask_vector: torch.Tensor) -> None:
+        super().__init__()
+        self.peft = peft_model
+        self.mask_vector = torch.nn.Parameter(mask_vector.float())
+        inner = peft_model.base_model.model  # the Qwen2ForCausalLM, its linears wrapped by LoRA
+        inner.config.is_causal = False  # bidirectional: transformers reads it at every forward
+        self.model = MaskedInputs(inner.model, self.mask_vector)
+        self.lm_head = inner.lm_head
+
+    def param_groups(self, lr: float, mask_lr: float) -> list[dict]:
+        lora = [p for n, p in self.peft.named_parameters() if p.requires_grad]
+        return [{"params": lora, "lr": lr}, {"params": [self.mask_vector], "lr": mask_lr}]
+
+    def save(self, folder: Path) -> None:
+        self.peft.save_pretrained(str(folder))
+        save_file({"mask_vector": self.mask_vector.detach().cpu().contiguous()}, str(folder / MASK_FILE))
+
+
+def load_base(base_folder: str | Path, device: torch.device, dtype: torch.dtype):
+    from transformers import Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM.from_pretrained(str(base_folder), dtype=dtype).to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def new_adapted(base_folder, device, dtype, rank: int = 16, alpha: int = 32, mask_init: str = "<|endoftext|>"):
+    from peft import LoraConfig, get_peft_model
+
+    base = load_base(base_folder, device, dtype)
+    init_id = dream_tokenizer(base_folder).convert_tokens_to_ids(mask_init)
+    mask = base.get_input_embeddings().weight[init_id].detach().clone()
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS))
+    return AdaptedDLM(get_peft_model(base, config), mask)
+
+
+def load_adapted(folder: str | Path, base_folder, device, dtype) -> AdaptedDLM:
+    from peft import PeftModel
+
+    base = load_base(base_folder, device, dtype)
+    peft_model = PeftModel.from_pretrained(base, str(folder), is_trainable=True)
+    return AdaptedDLM(peft_model, load_file(str(Path(folder) / MASK_FILE))["mask_vector"].to(device))
+
+
+# --- the learning curve ----------------------------------------------------------------------
+@torch.no_grad()
+def masked_top1(model, windows: torch.Tensor, kind: str, seed: int = 0) -> float:
+    """Top-1 accuracy on masked tokens of held-out windows [n, L]: `random-15`, `random-50`
+    (each token masked independently) or `span-32` (one span of 32 tokens mid-window)."""
+    g = torch.Generator().manual_seed(seed)
+    right = total = 0
+    device = model.lm_head.weight.device
+    for ids in windows:
+        if kind == "span-32":
+            start = int(torch.randint(len(ids) // 4, len(ids) - 32 - len(ids) // 8, (), generator=g))
+            masked = torch.zeros(len(ids), dtype=torch.bool)
+            masked[start : start + 32] = True
+        else:
+            masked = torch.rand(len(ids), generator=g) < int(kind.split("-")[1]) / 100
+            masked[0] = False
+        noisy = torch.where(masked, MASK_ID, ids)
+        hidden = model.model(input_ids=noisy[None].to(device)).last_hidden_state[0]
+        cols = masked.nonzero().squeeze(1)
+        logits = model.lm_head(hidden[shifted_positions(cols).to(device)]).float()
+        logits[:, MASK_ID] = float("-inf")
+        right += int((logits.argmax(-1).cpu() == ids[cols]).sum())
+        total += len(cols)
+    return right / max(total, 1)
+
+
+def curve_metrics(windows: torch.Tensor):
+    def metrics(model) -> dict:
+        was = model.training
+        model.eval()
+        out = {kind: masked_top1(model, windows, kind) for kind in ("random-15", "random-50", "span-32")}
+        model.train(was)
+        return out
+
+    return metrics
+
+
+def eval_windows(data: SequenceData, n: int, seq_len: int) -> torch.Tensor:
+    """n fixed held-out windows of full length (the same ones for every checkpoint)."""
+    full = (data.lengths >= seq_len).nonzero().squeeze(1)
+    if len(full) == 0:
+        raise ValueError("no held-out sequence fills a whole window: add held-out files or lower --seq-len")
+    pick = full[torch.arange(min(n, len(full))) * len(full) // min(n, len(full))]
+    return data.batch(pick).ids
+
+
+# --- training and export ---------------------------------------------------------------------
+def train_adapt(tokenizer, base_folder, train_data: SequenceData, val_data: SequenceData, cfg: LoopConfig, *,
+                device: torch.device, dtype: torch.dtype, rank: int, mask_lr: float, noise: DlmNoise,
+                curve_windows: int = 10) -> TrainResult:
+    model = starting_model(cfg, None, lambda folder, dev: load_adapted(folder, base_folder, dev, dtype),
+                           lambda: new_adapted(base_folder, device, dtype, rank), device)
+    loss = partial(dlm_loss, mask_id=MASK_ID, pad=tokenizer.pad_token_id, noise=noise)
+    windows = eval_windows(val_data, curve_windows, train_data.seq_len)
+
+    def save(m: AdaptedDLM, folder: Path) -> None:
+        m.save(folder)
+        (folder / "base.json").write_text(json.dumps({"base": str(base_folder), "mask_id": MASK_ID}) + "\n")
+
+    return train(model, loss, save, train_data, val_data, cfg, param_groups=model.param_groups(cfg.lr, mask_lr),
+                 metrics=curve_metrics(windows))
+
+
+def export_dream(adapter_folder: str | Path, base_folder: str | Path, out: str | Path) -> Path:
+    """Merge base + adapter + mask vector into a Dream-format folder that DreamDLM.load reads."""
+    from codila_engine.train.models import save_dream
+
+    model = load_adapted(adapter_folder, base_folder, torch.device("cpu"), torch.bfloat16)
+    merged = model.peft.merge_and_unload()
+    with torch.no_grad():  # Dream keeps lm_head apart from the embeddings (tie_word_embeddings false)
+        merged.lm_head.weight = torch.nn.Parameter(merged.lm_head.weight.detach().clone())
+        merged.get_input_embeddings().weight[MASK_ID] = model.mask_vector.to(merged.dtype)
+    merged.config.tie_word_embeddings = False
+    tok = dream_tokenizer(base_folder)
+    merged.config.update({"mask_token_id": MASK_ID, "eos_token_id": tok.pad_token_id, "pad_token_id": tok.pad_token_id,
+                          "bos_token_id": DREAM_TOKENS["<|beginoftext|>"]})
+    return save_dream(merged, tok, out)
+
