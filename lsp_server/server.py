@@ -213,7 +213,9 @@ class CodilaServer(LanguageServer):
         if result is None:
             return None
         self.draft(job, self.protocol.msg_id, text, done=True)
-        return {"range": _json_range(job.range), "text": text, "stats": result.stats.as_dict()}
+        model = self.worker.models.name if self.worker.models else None
+        return {"range": _json_range(job.range), "text": text,
+                "stats": {**result.stats.as_dict(), "decoder": result.decoder, "model": model}}
 
 
 def _before_or_at(a: types.Position, b: types.Position) -> bool:

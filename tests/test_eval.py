@@ -108,6 +108,8 @@ def test_eval_command_runs_five_tasks_end_to_end(tiny_pair, tmp_path, capsys):
     assert m["first_draft_s"]["mean"] < m["latency_s"]["mean"]  # drafts stream before the reply
     assert m["tokens_per_s"] > 0 and m["iterations_per_token"] == pytest.approx(0.25)  # 8 tokens in blocks of 4
     assert "pass@1" in printed.out and str(out / "summary.json") in printed.out
+    assert m["produced_by"] == [f"codila decoder, DLM {tiny_pair[0]} + AR {tiny_pair[1]}"]
+    assert f"(codila decoder, DLM {tiny_pair[0]}" in printed.out
 
 
 def test_server_that_exits_at_once_is_a_clear_error(tmp_path, capsys):

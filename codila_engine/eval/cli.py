@@ -60,7 +60,8 @@ def format_summary(summary: dict) -> str:
         ("request errors", str(m["request_errors"]) + (f"  (first: {m['first_error']})" if m["first_error"] else "")),
     ]
     width = max(len(name) for name, _ in rows)
-    head = f"HumanEval-Infilling {summary['split']}: {n} tasks on {summary['device']} in {summary['eval_s']:.1f}s"
+    by = "; ".join(m.get("produced_by") or ["no answers"])
+    head = f"HumanEval-Infilling {summary['split']}: {n} tasks on {summary['device']} in {summary['eval_s']:.1f}s ({by})"
     return "\n".join([head] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 

@@ -66,6 +66,7 @@ def metrics(rows: Sequence[dict]) -> dict:
         "tokens_per_s": _ratio(sum(s["text_tokens"] for s in stats), sum(s["wall_s"] for s in stats)),
         "tokens_per_s_mean": spread([s["tokens_per_s"] for s in stats])["mean"],
         "iterations_per_token": _ratio(sum(s["iterations"] for s in stats), sum(s["tokens"] for s in stats)),
+        "produced_by": sorted({f"{s.get('decoder')} decoder, {s.get('model')}" for s in stats}),
     }
 
 

@@ -181,8 +181,8 @@ def _num(x: float | None, digits: int = 3) -> str:
 
 def markdown(table: dict) -> str:
     """One table per benchmark, then the claims; ready to paste into the README."""
-    lines = [f"Measured {table['date'][:10]} on {table['device']}; DLM `{table['models']['dlm']}`, "
-             f"AR `{table['models']['ar']}`; temperature {table['settings']['temperature']}, seed "
+    lines = [f"Measured {table['date'][:10]} on {table['device']}; {table['models'].get('name', 'models')}: DLM "
+             f"`{table['models']['dlm']}`, AR `{table['models']['ar']}`; temperature {table['settings']['temperature']}, seed "
              f"{table['settings']['seed']}.", "", f"`{table['command']}`", ""]
     for bench, res in table["results"].items():
         he = bench == HUMANEVAL
