@@ -97,7 +97,7 @@ class CodilaServer(LanguageServer):
         except ModelsUnavailable as exc:
             self.tell(str(exc))
             return
-        self.log(f"loaded {self.worker.models.name} in {time.perf_counter() - t0:.1f}s")
+        self.log(f"models loaded in {time.perf_counter() - t0:.1f}s: {self.worker.models.name}")
 
     # --- documents ---------------------------------------------------------------------
     def document(self, uri: str):
