@@ -102,3 +102,21 @@ def build_fim_model(root: Path, seed: int = 0) -> Path:
         model.lm_head.weight[len(tok):] = 0
     model.save_pretrained(str(folder))
     return folder
+
+
+def build_qwen_like_base(root: Path, seed: int = 0) -> tuple[Path, dict[str, int]]:
+    """A tiny causal Qwen2 folder whose vocabulary, like the GGUF's, ends in `[PADn]` placeholders
+    at the ids where Dream puts its own tokens; returns the folder and those tokens' ids."""
+    torch.manual_seed(seed)
+    folder = root / "base"
+    data = json.loads(base_tokenizer().to_str())
+    vocab = data["model"]["vocab"]
+    first = max(vocab.values()) + 1
+    vocab.update({f"[PAD{i}]": i for i in range(first, first + 4)})
+    tok = save_tokenizer(Tokenizer.from_str(json.dumps(data)), ["<|endoftext|>"], folder,
+                         eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    cfg = Qwen2Config(vocab_size=len(tok) + 4, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id)
+    Qwen2ForCausalLM(cfg).save_pretrained(str(folder))
+    return folder, {"<|beginoftext|>": first, "<|mask|>": first + 1}

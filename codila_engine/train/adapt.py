@@ -51,34 +51,34 @@ def renamed_tokenizer(base_folder: str | Path, names: dict[str, int], **roles):
     return tok
 
 
-def dream_tokenizer(base_folder: str | Path):
-    """The base tokenizer with Dream's added tokens at Dream's ids."""
-    return renamed_tokenizer(base_folder, DREAM_TOKENS, mask_token="<|mask|>", bos_token="<|beginoftext|>")
+def dream_tokenizer(base_folder: str | Path, tokens: dict[str, int] = DREAM_TOKENS):
+    """The base tokenizer with Dream's added tokens at Dream's ids (`tokens`: tests use others)."""
+    return renamed_tokenizer(base_folder, tokens, mask_token="<|mask|>", bos_token="<|beginoftext|>")
 
 
 class MaskedInputs(torch.nn.Module):
     """The decoder stack, reading the trained mask vector wherever the input is `<|mask|>`."""
 
-    def __init__(self, decoder, mask_vector: torch.nn.Parameter) -> None:
+    def __init__(self, decoder, mask_vector: torch.nn.Parameter, mask_id: int) -> None:
         super().__init__()
-        self.decoder, self.mask_vector = decoder, mask_vector
+        self.decoder, self.mask_vector, self.mask_id = decoder, mask_vector, mask_id
 
     def forward(self, input_ids: torch.Tensor):
         embeds = self.decoder.embed_tokens(input_ids)
-        embeds = torch.where((input_ids == MASK_ID)[..., None], self.mask_vector.to(embeds.dtype), embeds)
+        embeds = torch.where((input_ids == self.mask_id)[..., None], self.mask_vector.to(embeds.dtype), embeds)
         return self.decoder(inputs_embeds=embeds)
 
 
 class AdaptedDLM(torch.nn.Module):
     """base + LoRA + mask vector, shaped like Qwen2ForCausalLM for dlm_loss (`.model`, `.lm_head`)."""
 
-    def __init__(self, peft_model, mask_vector: torch.Tensor) -> None:
+    def __init__(self, peft_model, mask_vector: torch.Tensor, mask_id: int = MASK_ID) -> None:
         super().__init__()
-        self.peft = peft_model
+        self.peft, self.mask_id = peft_model, mask_id
         self.mask_vector = torch.nn.Parameter(mask_vector.float())
         inner = peft_model.base_model.model  # the Qwen2ForCausalLM, its linears wrapped by LoRA
         inner.config.is_causal = False  # bidirectional: transformers reads it at every forward
-        self.model = MaskedInputs(inner.model, self.mask_vector)
+        self.model = MaskedInputs(inner.model, self.mask_vector, mask_id)
         self.lm_head = inner.lm_head
 
     def param_groups(self, lr: float, mask_lr: float) -> list[dict]:
@@ -99,22 +99,26 @@ def load_base(base_folder: str | Path, device: torch.device, dtype: torch.dtype)
     return model
 
 
-def new_adapted(base_folder, device, dtype, rank: int = 16, alpha: int = 32, mask_init: str = "<|endoftext|>"):
+def new_adapted(base_folder, device, dtype, rank: int = 16, alpha: int = 32, mask_init: str = "<|endoftext|>",
+                tokens: dict[str, int] = DREAM_TOKENS) -> AdaptedDLM:
+    """Fresh adapters (LoRA B = 0: at first the model computes exactly the base) and a mask vector
+    started from `mask_init`'s embedding (measured best of the rows tried: see the README)."""
     from peft import LoraConfig, get_peft_model
 
     base = load_base(base_folder, device, dtype)
-    init_id = dream_tokenizer(base_folder).convert_tokens_to_ids(mask_init)
+    init_id = dream_tokenizer(base_folder, tokens).convert_tokens_to_ids(mask_init)
     mask = base.get_input_embeddings().weight[init_id].detach().clone()
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS))
-    return AdaptedDLM(get_peft_model(base, config), mask)
+    return AdaptedDLM(get_peft_model(base, config), mask, tokens["<|mask|>"])
 
 
-def load_adapted(folder: str | Path, base_folder, device, dtype) -> AdaptedDLM:
+def load_adapted(folder: str | Path, base_folder, device, dtype, tokens: dict[str, int] = DREAM_TOKENS) -> AdaptedDLM:
     from peft import PeftModel
 
     base = load_base(base_folder, device, dtype)
     peft_model = PeftModel.from_pretrained(base, str(folder), is_trainable=True)
-    return AdaptedDLM(peft_model, load_file(str(Path(folder) / MASK_FILE))["mask_vector"].to(device))
+    mask = load_file(str(Path(folder) / MASK_FILE))["mask_vector"].to(device)
+    return AdaptedDLM(peft_model, mask, tokens["<|mask|>"])
 
 
 # --- the learning curve ----------------------------------------------------------------------
@@ -124,7 +128,7 @@ def masked_top1(model, windows: torch.Tensor, kind: str, seed: int = 0) -> float
     (each token masked independently) or `span-32` (one span of 32 tokens mid-window)."""
     g = torch.Generator().manual_seed(seed)
     right = total = 0
-    device = model.lm_head.weight.device
+    device, mask_id = model.lm_head.weight.device, model.mask_id
     for ids in windows:
         if kind == "span-32":
             start = int(torch.randint(len(ids) // 4, len(ids) - 32 - len(ids) // 8, (), generator=g))
@@ -133,11 +137,11 @@ def masked_top1(model, windows: torch.Tensor, kind: str, seed: int = 0) -> float
         else:
             masked = torch.rand(len(ids), generator=g) < int(kind.split("-")[1]) / 100
             masked[0] = False
-        noisy = torch.where(masked, MASK_ID, ids)
+        noisy = torch.where(masked, mask_id, ids)
         hidden = model.model(input_ids=noisy[None].to(device)).last_hidden_state[0]
         cols = masked.nonzero().squeeze(1)
         logits = model.lm_head(hidden[shifted_positions(cols).to(device)]).float()
-        logits[:, MASK_ID] = float("-inf")
+        logits[:, mask_id] = float("-inf")
         right += int((logits.argmax(-1).cpu() == ids[cols]).sum())
         total += len(cols)
     return right / max(total, 1)
@@ -154,6 +158,34 @@ def curve_metrics(windows: torch.Tensor):
     return metrics
 
 
+def plot_curve(log_path: str | Path, out: str | Path, tokens_per_step: int, targets: dict[str, float]) -> list[dict]:
+    """The learning curve from a run's log.jsonl: masked top-1 on held-out windows against steps
+    (and tokens), with the targets drawn; returns the validation records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines()]
+    curve = [r for r in rows if r.get("event") == "val" and "span-32" in r]
+    if not curve:
+        raise ValueError(f"{log_path} has no validation with top-1 metrics yet (the first comes at --val-every)")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = [r["step"] for r in curve]
+    for i, kind in enumerate(("random-15", "random-50", "span-32")):
+        ax.plot(steps, [r[kind] for r in curve], marker="o", ms=3, color=f"C{i}", label=f"{kind} masks")
+        if kind in targets:
+            ax.axhline(targets[kind], color=f"C{i}", ls="--", lw=0.8)
+    ax.set(xlabel=f"steps (x {tokens_per_step} tokens)", ylabel="top-1 on masked held-out tokens", ylim=(0, 1),
+           title="Qwen2.5-Coder-0.5B adapted to masked diffusion (LoRA); dashed: targets")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return curve
+
+
 def eval_windows(data: SequenceData, n: int, seq_len: int) -> torch.Tensor:
     """n fixed held-out windows of full length (the same ones for every checkpoint)."""
     full = (data.lengths >= seq_len).nonzero().squeeze(1)
@@ -166,32 +198,33 @@ def eval_windows(data: SequenceData, n: int, seq_len: int) -> torch.Tensor:
 # --- training and export ---------------------------------------------------------------------
 def train_adapt(tokenizer, base_folder, train_data: SequenceData, val_data: SequenceData, cfg: LoopConfig, *,
                 device: torch.device, dtype: torch.dtype, rank: int, mask_lr: float, noise: DlmNoise,
-                curve_windows: int = 10) -> TrainResult:
-    model = starting_model(cfg, None, lambda folder, dev: load_adapted(folder, base_folder, dev, dtype),
-                           lambda: new_adapted(base_folder, device, dtype, rank), device)
-    loss = partial(dlm_loss, mask_id=MASK_ID, pad=tokenizer.pad_token_id, noise=noise)
+                curve_windows: int = 10, tokens: dict[str, int] = DREAM_TOKENS) -> TrainResult:
+    model = starting_model(cfg, None, lambda folder, dev: load_adapted(folder, base_folder, dev, dtype, tokens),
+                           lambda: new_adapted(base_folder, device, dtype, rank, tokens=tokens), device)
+    loss = partial(dlm_loss, mask_id=model.mask_id, pad=tokenizer.pad_token_id, noise=noise)
     windows = eval_windows(val_data, curve_windows, train_data.seq_len)
 
     def save(m: AdaptedDLM, folder: Path) -> None:
         m.save(folder)
-        (folder / "base.json").write_text(json.dumps({"base": str(base_folder), "mask_id": MASK_ID}) + "\n")
+        (folder / "base.json").write_text(json.dumps({"base": str(base_folder), "tokens": tokens}) + "\n")
 
     return train(model, loss, save, train_data, val_data, cfg, param_groups=model.param_groups(cfg.lr, mask_lr),
                  metrics=curve_metrics(windows))
 
 
-def export_dream(adapter_folder: str | Path, base_folder: str | Path, out: str | Path) -> Path:
+def export_dream(adapter_folder: str | Path, base_folder: str | Path, out: str | Path,
+                 dtype: torch.dtype = torch.bfloat16, tokens: dict[str, int] = DREAM_TOKENS) -> Path:
     """Merge base + adapter + mask vector into a Dream-format folder that DreamDLM.load reads."""
     from codila_engine.train.models import save_dream
 
-    model = load_adapted(adapter_folder, base_folder, torch.device("cpu"), torch.bfloat16)
+    model = load_adapted(adapter_folder, base_folder, torch.device("cpu"), dtype, tokens)
     merged = model.peft.merge_and_unload()
     with torch.no_grad():  # Dream keeps lm_head apart from the embeddings (tie_word_embeddings false)
         merged.lm_head.weight = torch.nn.Parameter(merged.lm_head.weight.detach().clone())
-        merged.get_input_embeddings().weight[MASK_ID] = model.mask_vector.to(merged.dtype)
+        merged.get_input_embeddings().weight[model.mask_id] = model.mask_vector.to(merged.dtype)
     merged.config.tie_word_embeddings = False
-    tok = dream_tokenizer(base_folder)
-    merged.config.update({"mask_token_id": MASK_ID, "eos_token_id": tok.pad_token_id, "pad_token_id": tok.pad_token_id,
-                          "bos_token_id": DREAM_TOKENS["<|beginoftext|>"]})
+    tok = dream_tokenizer(base_folder, tokens)
+    merged.config.update({"mask_token_id": model.mask_id, "eos_token_id": tok.pad_token_id,
+                          "pad_token_id": tok.pad_token_id, "bos_token_id": tokens["<|beginoftext|>"]})
     return save_dream(merged, tok, out)
 

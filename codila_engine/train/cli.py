@@ -102,6 +102,12 @@ def add_train_subcommands(subparsers) -> None:
     ad.set_defaults(func=run_dlm_adapt, batch_size=1, seq_len=256, lr=2e-4, clip_norm=1.0, val_every=100,
                     held_out_fraction=0.0, init=None)
 
+    cu = sub.add_parser("dlm-curve", help="plot a dlm-adapt run's learning curve (masked top-1 on held-out files)")
+    cu.add_argument("--run", type=Path, required=True, help="the dlm-adapt --out folder")
+    cu.add_argument("--out", type=Path, required=True, help="PNG to write")
+    cu.add_argument("--tokens-per-step", type=int, default=256, help="batch x sequence length (default: 256)")
+    cu.set_defaults(func=run_dlm_curve)
+
     ex = sub.add_parser("dlm-export", help="merge a dlm-adapt checkpoint into a Dream-format model folder")
     ex.add_argument("--adapter", type=Path, required=True, help="a dlm-adapt checkpoint (e.g. OUT/best)")
     ex.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
@@ -242,6 +248,16 @@ def run_dlm_adapt(args) -> None:
     dtype = default_dtype(device, None if args.dtype == "auto" else args.dtype)
     _finish(args, train_adapt(tokenizer, base, data.train, data.held_out, cfg, device=device, dtype=dtype,
                               rank=args.rank, mask_lr=args.mask_lr, noise=noise, curve_windows=args.curve_windows))
+
+
+def run_dlm_curve(args) -> None:
+    from codila_engine.train.adapt import plot_curve
+
+    curve = plot_curve(args.run / "log.jsonl", args.out, args.tokens_per_step, {"random-50": 0.45, "span-32": 0.20})
+    for r in curve:
+        print(f"step {r['step']:6d}  val loss {r['val_loss']:.3f}  random-15 {r['random-15']:.3f}  "
+              f"random-50 {r['random-50']:.3f}  span-32 {r['span-32']:.3f}")
+    print(f"wrote {args.out}")
 
 
 def run_dlm_export(args) -> None:

@@ -1,0 +1,101 @@
+"""Adapting a causal Qwen2 base into a Dream-format DLM (codila train dlm-adapt) on a tiny base:
+Dream's tokens at their ids, exact resume, and an export that the Dream loader reads with the
+adapters applied."""
+
+import json
+
+import pytest
+import torch
+
+from codila_engine.dlm import DreamDLM
+from codila_engine.train.adapt import dream_tokenizer, export_dream, load_adapted, masked_top1, new_adapted, train_adapt
+from codila_engine.train.loop import LoopConfig
+from codila_engine.train.masking import DlmNoise
+from codila_engine.train.sequences import SequenceData
+from tiny_models import CORPUS, build_qwen_like_base
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return build_qwen_like_base(tmp_path_factory.mktemp("adapt"))
+
+
+def sequences(tokenizer, seq_len: int = 64) -> SequenceData:
+    ids = [i for text in CORPUS * 12 for i in tokenizer.encode(text)]
+    n = len(ids) // seq_len
+    return SequenceData(torch.tensor(ids[: n * seq_len], dtype=torch.int32), torch.arange(n) * seq_len,
+                        torch.full((n,), seq_len), torch.zeros(n, dtype=torch.long), seq_len, tokenizer.pad_token_id)
+
+
+def run(base, out, steps: int, resume: bool = False):
+    folder, tokens = base
+    tok = dream_tokenizer(folder, tokens)
+    data = sequences(tok)
+    cfg = LoopConfig(out=out, steps=steps, batch_size=2, lr=1e-2, val_every=2, val_batches=1, resume=resume,
+                     progress=False)
+    return train_adapt(tok, folder, data, data, cfg, device=torch.device("cpu"), dtype=torch.float32, rank=4,
+                       mask_lr=1e-2, noise=DlmNoise(), curve_windows=2, tokens=tokens)
+
+
+def test_dream_tokens_take_the_placeholders_ids(base):
+    folder, tokens = base
+    tok = dream_tokenizer(folder, tokens)
+    assert tok.mask_token_id == tokens["<|mask|>"] and tok.bos_token_id == tokens["<|beginoftext|>"]
+    assert tok.encode("<|mask|>x")[0] == tokens["<|mask|>"]  # one token, not spelled out
+    with pytest.raises(ValueError, match="not a free placeholder"):
+        dream_tokenizer(folder, {"<|beginoftext|>": 5, "<|mask|>": 6})
+
+
+def test_resumed_training_follows_the_uninterrupted_loss_curve(base, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    whole = run(base, tmp_path / "whole", steps=4)
+    log = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    curve = [r for r in log if r["event"] == "val"]
+    assert [r["step"] for r in curve] == [2, 4] and all(0 <= r["span-32"] <= 1 for r in curve)
+
+    import codila_engine.train.adapt as adapt
+
+    real, calls = adapt.dlm_loss, []
+
+    def killed_in_step_3(model, *args, **kwargs):
+        calls.append(model.training)
+        if calls.count(True) == 3:
+            raise KeyboardInterrupt
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(adapt, "dlm_loss", killed_in_step_3)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        run(base, tmp_path / "cut", steps=4)
+    monkeypatch.setattr(adapt, "dlm_loss", real)
+    rest = run(base, tmp_path / "cut", steps=4, resume=True)
+    assert rest.step == 4 and rest.losses == pytest.approx(whole.losses[2:], rel=1e-4)
+
+    from codila_engine.cli import main
+
+    assert main(["train", "dlm-curve", "--run", str(tmp_path / "whole"), "--out", str(tmp_path / "c.png")]) in (0, None)
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert all(f.stat().st_size < 50e6 for f in (tmp_path / "whole" / "best").iterdir())  # shippable files
+
+
+def test_export_is_a_dream_folder_with_the_adapters_applied(base, tmp_path):
+    folder, tokens = base
+    run(base, tmp_path / "run", steps=2)
+    trained = load_adapted(tmp_path / "run" / "best", folder, torch.device("cpu"), torch.float32, tokens).eval()
+    untrained = new_adapted(folder, torch.device("cpu"), torch.float32, rank=4, tokens=tokens).eval()
+    dlm = DreamDLM.load(export_dream(tmp_path / "run" / "best", folder, tmp_path / "dream", torch.float32, tokens),
+                        dtype=torch.float32)
+    assert dlm.mask_id == tokens["<|mask|>"] and dlm.model.config.is_causal is False
+    ids = torch.tensor(dream_tokenizer(folder, tokens).encode("def add(a, b):\n    return a + b\n"))
+    ids[5:9] = tokens["<|mask|>"]
+    positions = torch.arange(5, 9)
+
+    def head(model):
+        with torch.no_grad():
+            hidden = model.model(input_ids=ids[None]).last_hidden_state[0]
+            return model.lm_head(hidden[positions - 1]).float()
+
+    exported = dlm.marginal_logits(ids, positions)
+    assert torch.allclose(exported[:, : tokens["<|mask|>"]], head(trained)[:, : tokens["<|mask|>"]], atol=1e-3)
+    assert not torch.allclose(head(trained), head(untrained), atol=1e-3)  # training changed what it predicts
+    assert 0 <= masked_top1(trained, ids[None].repeat(2, 1).long()[:, :12].contiguous().repeat(1, 4), "random-50") <= 1
