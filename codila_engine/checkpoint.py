@@ -21,6 +21,14 @@ from codila_engine.config import DTYPES as DTYPE_NAMES
 class ModelFolderError(FileNotFoundError):
     """A model folder is missing, incomplete, or holds the wrong kind of model."""
 
+    damaged = False  # True: the files are there but broken (a runtime failure, not a usage error)
+
+
+class DamagedModel(ModelFolderError):
+    """A model file is there but cannot be read (truncated, corrupted)."""
+
+    damaged = True
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -64,6 +72,9 @@ def default_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
 def check_folder(path: str | Path, role: str) -> Path:
     """Return the folder if it has config, tokenizer and every weight shard; else explain."""
     folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ModelFolderError(f"{role} folder {folder} is a file, not a folder (give the folder that holds "
+                               "config.json and the weights)")
     if not folder.is_dir():
         raise ModelFolderError(f"{role} folder {folder} does not exist (give the path of a local model folder)")
     if not (folder / "config.json").is_file():
@@ -123,6 +134,8 @@ def load_weights(model_cls, folder: Path, config, device: torch.device, dtype: t
     transformers' own progress bar stays off: the caller says what is loading."""
     from transformers.utils import logging as hf_logging
 
+    from safetensors import SafetensorError
+
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -134,6 +147,9 @@ def load_weights(model_cls, folder: Path, config, device: torch.device, dtype: t
             output_loading_info=True,
             ignore_mismatched_sizes=True,  # reported below as one clear error instead
         )
+    except SafetensorError as exc:
+        raise DamagedModel(f"{role} weights in {folder} cannot be read ({exc}): the file is truncated or corrupted; "
+                           "copy it again (the default model: codila models remove && codila models prepare)") from None
     finally:
         if bars:
             hf_logging.enable_progress_bar()

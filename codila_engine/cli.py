@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import threading
+import unicodedata
 from pathlib import Path
 
-from codila_engine.config import CONDITIONINGS, DECODERS, DTYPES, MODES, DecodeConfig
+from codila_engine.config import CONDITIONINGS, DECODERS, DTYPES, MODES, DecodeConfig, OptionError
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -27,38 +29,71 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_decode_args(parser: argparse.ArgumentParser) -> None:
+    """The decoding flags; every help text ends with its default (and unit)."""
     d = DecodeConfig()
     parser.add_argument("--decoder", choices=DECODERS, default=d.decoder,
                         help="codila, dlm (plain diffusion), fim (plain left-to-right FIM by the AR), or auto: "
                              "codila for a DLM + AR pair, fim for an AR alone such as the default model "
                              "(default: %(default)s)")
-    parser.add_argument("--block-size", type=int, default=d.block_size, help="B, tokens per block")
-    parser.add_argument("--mode", choices=MODES, default=d.mode)
-    parser.add_argument("--threshold", type=float, default=d.threshold, help="tau for dynamic mode")
-    parser.add_argument("--scope", type=int, default=d.scope, help="candidate blocks per iteration")
-    parser.add_argument("--conditioning", choices=CONDITIONINGS, default=d.conditioning)
-    parser.add_argument("--tokens-per-step", type=int, default=d.tokens_per_step,
-                        help="K for --decoder dlm (default: the block size)")
-    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="N, the span length")
-    parser.add_argument("--temperature", type=float, default=d.temperature)
-    parser.add_argument("--top-p", type=float, default=d.top_p)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--block-size", type=int, default=d.block_size, metavar="B",
+                        help="tokens per block (default: %(default)s tokens)")
+    parser.add_argument("--mode", choices=MODES, default=d.mode,
+                        help="static: commit a whole block; dynamic: its longest confident prefix (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=None, metavar="TAU",
+                        help=f"dynamic mode only: mean entropy a prefix may have (default: {d.threshold} nats)")
+    parser.add_argument("--scope", type=int, default=d.scope,
+                        help="candidate blocks per iteration (default: %(default)s blocks)")
+    parser.add_argument("--conditioning", choices=CONDITIONINGS, default=d.conditioning,
+                        help="soft: marginal x AR embeddings; top1: the DLM's argmax (default: %(default)s)")
+    parser.add_argument("--tokens-per-step", type=int, default=None, metavar="K",
+                        help="--decoder dlm only: tokens committed per iteration (default: the block size)")
+    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, metavar="N",
+                        help="the span length, rounded up to whole blocks (default: %(default)s tokens)")
+    parser.add_argument("--temperature", type=float, default=d.temperature,
+                        help="sampling temperature, 0 = greedy (default: %(default)s)")
+    parser.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="sampling seed (default: %(default)s)")
     parser.add_argument("--fast", action="store_true",
-                        help="static-shape AR decode (one CUDA graph per iteration on GPU)")
+                        help="static-shape AR decode, one CUDA graph per iteration on GPU (default: off)")
     parser.add_argument("--dual-cache", type=int, default=d.dual_cache, metavar="N",
                         help="approximate: reuse DLM keys/values away from the frontier, full forward every N "
-                             "iterations (0: exact)")
+                             "iterations (default: %(default)s = exact)")
     parser.add_argument("--single-line", action="store_true",
                         help="fim: the middle ends at the end of its first line (default: off)")
 
 
+class UsageError(ValueError):
+    """A flag or input the user can fix: one line, exit code 2."""
+
+
+def flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
 def decode_config(args: argparse.Namespace) -> DecodeConfig:
-    return DecodeConfig(
-        decoder=args.decoder, block_size=args.block_size, mode=args.mode, threshold=args.threshold,
-        scope=args.scope, conditioning=args.conditioning, tokens_per_step=args.tokens_per_step,
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        fast=args.fast, dual_cache=args.dual_cache, single_line=args.single_line,
-    )
+    """The flags as decoding options; an out-of-range value names its flag."""
+    if args.tokens_per_step is not None and args.tokens_per_step < 1:
+        raise UsageError(f"--tokens-per-step: must be a whole number of tokens >= 1, got {args.tokens_per_step}")
+    try:
+        d = DecodeConfig()
+        return DecodeConfig(
+            decoder=args.decoder, block_size=args.block_size, mode=args.mode,
+            threshold=d.threshold if args.threshold is None else args.threshold, scope=args.scope,
+            conditioning=args.conditioning, tokens_per_step=args.tokens_per_step or 0,
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+            fast=args.fast, dual_cache=args.dual_cache, single_line=args.single_line,
+        )
+    except OptionError as exc:
+        raise UsageError(f"{flag(exc.field)}: {exc.problem}") from None
+
+
+def check_applies(args: argparse.Namespace, cfg: DecodeConfig) -> None:
+    """Flags that mean nothing for the decoder and mode that will run are an error, not ignored."""
+    if args.threshold is not None and not (cfg.decoder == "codila" and cfg.mode == "dynamic"):
+        raise UsageError(f"--threshold applies to --mode dynamic of the codila decoder only "
+                         f"(this run: {cfg.decoder} decoder, {cfg.mode} mode)")
+    if args.tokens_per_step is not None and cfg.decoder != "dlm":
+        raise UsageError(f"--tokens-per-step applies to --decoder dlm only (this run: the {cfg.decoder} decoder)")
 
 
 def load_engine(args: argparse.Namespace):
@@ -76,17 +111,41 @@ def load_engine(args: argparse.Namespace):
 
 
 def torch_device(name: str):
+    """`--device` as a torch device that exists here; a one-line error otherwise."""
     import torch
 
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); "
+                             "use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {name}: codila runs on cpu or cuda")
+    return device
+
+
+def screen_rows(text: str, columns: int) -> int:
+    """Terminal rows `text` takes once wrapped at `columns` (wide characters take two cells)."""
+    rows = 0
+    for line in text.split("\n"):
+        width = sum(2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1
+                    for c in line)
+        rows += max(1, -(-width // max(columns, 1)))
+    return rows
 
 
 class DraftView:
     """Redraw the growing draft in place on a terminal; one progress line per commit otherwise."""
 
-    def __init__(self, stream=None) -> None:
+    def __init__(self, stream=None, columns: int | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
+        self.columns = columns
         self.lines = 0
 
     def show(self, event) -> None:
@@ -98,7 +157,7 @@ class DraftView:
             self.stream.write(f"\x1b[{self.lines}F\x1b[J")
         text = f"[{event.iteration}] {event.draft}"
         self.stream.write(text + "\n")
-        self.lines = text.count("\n") + 1
+        self.lines = screen_rows(text, self.columns or shutil.get_terminal_size().columns)
         self.stream.flush()
 
     def clear(self) -> None:
@@ -108,18 +167,23 @@ class DraftView:
 
 
 def run_decode(args: argparse.Namespace, prefix: str, suffix: str) -> int:
+    cfg = decode_config(args)
+    if cfg.decoder != "auto":
+        check_applies(args, cfg)  # before the minutes a load can take
     engine, models = load_engine(args)
-    cfg = engine.resolve(decode_config(args))
+    cfg = engine.resolve(cfg)
+    check_applies(args, cfg)
     cancel = threading.Event()
     decoding = engine.decode(prefix, suffix, cfg, cancel=cancel)
     view = DraftView()
+    events = iter(decoding)
+    interrupted = False
     try:
-        for event in decoding:
+        for event in events:
             view.show(event)
-    except KeyboardInterrupt:
-        cancel.set()
-        for event in decoding:  # finishes at once: the flag is checked before the next iteration
-            view.show(event)
+    except KeyboardInterrupt:  # the decode ends where it is; its result has the real partial stats
+        interrupted = True
+        events.close()
     view.clear()
     result = decoding.result
     if args.json:
@@ -132,7 +196,7 @@ def run_decode(args: argparse.Namespace, prefix: str, suffix: str) -> int:
         print(f"{cfg.decoder} decoder, {models.name}: {s.iterations} iterations, {s.text_tokens} tokens in {s.wall_s:.2f}s ({s.tokens_per_s:.1f} tokens/s; "
               f"DLM {s.dlm_s:.2f}s, AR {s.ar_s:.2f}s, first block {s.first_commit_s or 0:.2f}s)"
               + (" [cancelled]" if result.cancelled else ""), file=sys.stderr)
-    return 0
+    return 130 if interrupted else 0
 
 
 def read_text(path: str) -> str:
@@ -140,8 +204,12 @@ def read_text(path: str) -> str:
         return sys.stdin.read()
     file = Path(path)
     if not file.is_file():
-        raise SystemExit(f"codila: {path} is not a file")
-    return file.read_text(encoding="utf-8")
+        raise UsageError(f"{path} is not a file")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it, "
+                         f"e.g. iconv -t UTF-8 {path}") from None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -188,9 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 a runtime failure (a damaged file), 2 a usage error (a flag, a path, a
+    missing install), 130 Ctrl-C; every failure is one line on stderr."""
+    from codila_engine.checkpoint import ModelFolderError
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("codila: interrupted", file=sys.stderr)
+        return 130
+    except ModelFolderError as exc:
+        print(f"codila: {exc}", file=sys.stderr)
+        return 1 if getattr(exc, "damaged", False) else 2
     except (ValueError, FileNotFoundError) as exc:
         print(f"codila: {exc}", file=sys.stderr)
         return 2

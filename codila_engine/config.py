@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 DECODERS = ("auto", "codila", "dlm", "fim")
 MODES = ("static", "dynamic")
 CONDITIONINGS = ("soft", "top1")
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes for weights and compute
+
+
+class OptionError(ValueError):
+    """One decoding option is out of range; `field` names it, so each interface can say which of
+    its own names (a CLI flag, a server setting) was wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"invalid decoding option {field}: {problem}")
+        self.field, self.problem = field, problem
 
 
 @dataclass(frozen=True)
@@ -32,25 +42,26 @@ class DecodeConfig:
     single_line: bool = False  # fim: the middle ends at the end of its first line
 
     def __post_init__(self) -> None:
-        def need(ok: bool, what: str) -> None:
+        def need(ok: bool, field: str, what: str) -> None:
             if not ok:
-                raise ValueError(f"invalid decoding option: {what}")
+                raise OptionError(field, f"{what}, got {getattr(self, field)!r}")
 
-        need(self.decoder in DECODERS, f"decoder must be one of {DECODERS}, got {self.decoder!r}")
-        need(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
-        need(
-            self.conditioning in CONDITIONINGS,
-            f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}",
-        )
-        need(self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}")
-        need(self.scope >= 1, f"scope must be >= 1, got {self.scope}")
-        need(self.tokens_per_step >= 0, f"tokens_per_step must be >= 0, got {self.tokens_per_step}")
-        need(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        need(self.threshold >= 0, f"threshold must be >= 0, got {self.threshold}")
-        need(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
-        need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        need(self.max_context > self.span_tokens, "max_context must exceed the span length")
-        need(self.dual_cache >= 0, f"dual_cache must be >= 0 (0 = exact), got {self.dual_cache}")
+        need(self.decoder in DECODERS, "decoder", f"must be one of {', '.join(DECODERS)}")
+        need(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}")
+        need(self.conditioning in CONDITIONINGS, "conditioning", f"must be one of {', '.join(CONDITIONINGS)}")
+        need(self.block_size >= 1, "block_size", "must be a whole number of tokens >= 1")
+        need(self.scope >= 1, "scope", "must be a whole number of blocks >= 1")
+        need(self.tokens_per_step >= 0, "tokens_per_step", "must be >= 1 tokens (0: the block size)")
+        need(self.max_new_tokens >= 1, "max_new_tokens", "must be a whole number of tokens >= 1")
+        need(math.isfinite(self.threshold) and self.threshold >= 0, "threshold",
+             "must be a finite mean entropy >= 0 (nats)")
+        need(math.isfinite(self.temperature) and self.temperature >= 0, "temperature",
+             "must be finite and >= 0 (0: greedy)")
+        need(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        need(self.max_context >= 2, "max_context", "must be >= 2 tokens")
+        need(self.span_tokens < self.max_context, "max_new_tokens",
+             f"must be below {self.max_context} tokens (the context kept around the span)")
+        need(self.dual_cache >= 0, "dual_cache", "must be >= 0 iterations (0: exact)")
 
     @property
     def span_tokens(self) -> int:

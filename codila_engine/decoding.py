@@ -41,35 +41,47 @@ class Decoding:
         self.result: Result | None = None
 
     def __iter__(self) -> Iterator[Event]:
+        """The events; iterate once. However it ends (done, cancelled, Ctrl-C inside a step, or
+        the consumer closing it), `.result` then holds what was committed and the real timings."""
+        if self.result is not None or self.stats.iterations:
+            raise RuntimeError("a Decoding runs once; start another for a new decode")
         t0 = time.perf_counter()
         canvas, stats = self.canvas, self.stats
         cancelled = False
-        while not canvas.done:
-            if self.cancel is not None and self.cancel.is_set():
-                cancelled = True
-                break
-            commit = self.step(self.clock)
-            canvas.commit(commit.offsets, commit.ids, commit.end)
-            stats.iterations += 1
-            stats.tokens += len(commit.offsets)
-            now = time.perf_counter() - t0
-            if stats.first_commit_s is None:
-                stats.first_commit_s = now
-            yield Event(
-                iteration=stats.iterations,
-                positions=tuple(commit.offsets),
-                ids=tuple(commit.ids),
-                text=self.decode(list(commit.ids)),
-                draft=canvas.draft(self.decode, self.placeholder),
-                source=commit.source,
-                elapsed_s=now,
-            )
-        text = canvas.text(self.decode)
-        stats.wall_s = time.perf_counter() - t0
+        try:
+            while not canvas.done:
+                if self.cancel is not None and self.cancel.is_set():
+                    cancelled = True
+                    break
+                commit = self.step(self.clock)
+                canvas.commit(commit.offsets, commit.ids, commit.end)
+                stats.iterations += 1
+                stats.tokens += len(commit.offsets)
+                now = time.perf_counter() - t0
+                if stats.first_commit_s is None:
+                    stats.first_commit_s = now
+                yield Event(
+                    iteration=stats.iterations,
+                    positions=tuple(commit.offsets),
+                    ids=tuple(commit.ids),
+                    text=self.decode(list(commit.ids)),
+                    draft=canvas.draft(self.decode, self.placeholder),
+                    source=commit.source,
+                    elapsed_s=now,
+                )
+        except (KeyboardInterrupt, GeneratorExit):
+            cancelled = True
+            raise
+        finally:
+            self._finish(time.perf_counter() - t0, cancelled)
+
+    def _finish(self, wall_s: float, cancelled: bool) -> None:
+        canvas, stats = self.canvas, self.stats
+        stats.wall_s = wall_s
         stats.text_tokens = sum(t is not None for t in canvas.visible())
         for phase, seconds in self.clock.totals.items():
             setattr(stats, f"{phase}_s", seconds)
-        self.result = Result(text=text, ids=canvas.span_ids(), stats=stats, cancelled=cancelled,
+        self.result = Result(text=canvas.text(self.decode), ids=canvas.span_ids(), stats=stats, cancelled=cancelled,
                              decoder=self.decoder)
 
     def run(self) -> Result:

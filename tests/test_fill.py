@@ -61,13 +61,14 @@ def test_settings_from_client_options():
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"blockSize": 0}, "block_size must be >= 1"),
-    ({"mode": "turbo"}, "mode must be one of"),
+    ({"blockSize": 0}, "setting 'blockSize': must be a whole number of tokens >= 1, got 0"),
+    ({"mode": "turbo"}, "setting 'mode': must be one of static, dynamic, got 'turbo'"),
+    ({"threshold": float("nan")}, "setting 'threshold': must be a finite mean entropy"),
     ({"spanCaps": {"lineRest": -1}}, "SpanCaps.line_rest"),
     ({"spanCaps": 3}, "spanCaps must be an object"),
     ({"infillMinTokens": 9, "infillMaxTokens": 4}, "infillMinTokens <= infillMaxTokens"),
     ({"dlm": 5}, "'dlm' must be a string"),
-        ({"dtype": "int8"}, "'dtype' must be one of auto, float32"),
+    ({"dtype": "int8"}, "'dtype' must be one of auto, float32"),
     ("fast", "must be a JSON object"),
 ])
 def test_bad_settings_name_the_problem(options, message):

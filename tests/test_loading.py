@@ -104,7 +104,7 @@ def test_cli_errors_are_clear(tiny_pair, capsys):
     assert "DLM folder /nonexistent does not exist" in capsys.readouterr().err
     assert main(["generate", "--prompt", "x", "--dlm", str(tiny_pair[0]), "--ar", str(tiny_pair[1]),
                  "--block-size", "0"]) == 2
-    assert "block_size must be >= 1" in capsys.readouterr().err
+    assert "--block-size: must be a whole number of tokens >= 1, got 0" in capsys.readouterr().err
 
 
 def test_dream_style_tokenizer_files(tiny_pair, tmp_path):
