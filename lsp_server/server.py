@@ -34,6 +34,15 @@ INFILL = "codila/infill"
 INFILL_COMMAND = "codila.infillSelection"
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("codila")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 @dataclass
 class Active:
     """A decode in flight for one document: what cancels it and the span it will replace."""
@@ -60,7 +69,7 @@ class Job:
 
 class CodilaServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("codila-lsp", "0.1.0")
+        super().__init__("codila-lsp", _version())
         self.settings = Settings()
         self.worker = DecodeWorker()
         self.active: dict[str, list[Active]] = {}
@@ -74,7 +83,9 @@ class CodilaServer(LanguageServer):
         self.window_show_message(types.ShowMessageParams(type=kind, message=f"codila: {message}"))
 
     # --- settings and models -----------------------------------------------------------
-    def configure(self, options) -> None:
+    def configure(self, options, load: bool = True) -> None:
+        """Apply client options; a change of model settings reloads the models (unless `load` is
+        off: at `initialize`, where `initialized` loads them once)."""
         try:
             settings, ignored = apply_options(self.settings, options)
         except SettingsError as exc:
@@ -85,7 +96,7 @@ class CodilaServer(LanguageServer):
         reload = settings.model_key != self.settings.model_key
         self.settings = settings
         self.log(f"settings: {describe(settings)}")
-        if reload:
+        if reload and load:
             asyncio.get_running_loop().create_task(self.load_models())
 
     async def load_models(self) -> None:
@@ -232,7 +243,7 @@ server = CodilaServer()
 
 @server.feature(types.INITIALIZE)
 def initialize(ls: CodilaServer, params: types.InitializeParams) -> None:
-    ls.configure(params.initialization_options)
+    ls.configure(params.initialization_options, load=False)
 
 
 @server.feature(types.INITIALIZED)
@@ -289,6 +300,32 @@ async def infill_selection(ls: CodilaServer, *args) -> dict | None:
     return reply
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING)
+def parse_args(argv: list[str] | None = None):
+    import argparse
+
+    from codila_engine.config import DTYPES
+
+    p = argparse.ArgumentParser(prog="codila-lsp", description="codila's language server, over stdio: editors "
+                                "start it; settings from the editor (initializationOptions) override these flags")
+    p.add_argument("--version", action="version", version=f"%(prog)s {server.version}")
+    p.add_argument("--dlm", help="DLM folder (default: the shipped pair, if any, else none)")
+    p.add_argument("--ar", help="AR folder (default: the shipped pair's, else the default model)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--dtype", choices=("auto", *DTYPES), help="(default: auto)")
+    p.add_argument("--cache-dir", help="where the default model is prepared (default: $CODILA_CACHE_DIR, else "
+                                       "$XDG_CACHE_HOME/codila, else ~/.cache/codila)")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+                   help="what reaches stderr / --log-file (default: %(default)s)")
+    p.add_argument("--log-file", help="write the log here instead of stderr (default: stderr)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), filename=args.log_file,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from dataclasses import replace
+
+    server.settings = replace(server.settings, dlm=args.dlm, ar=args.ar, device=args.device, dtype=args.dtype,
+                              cache_dir=args.cache_dir)
     server.start_io()

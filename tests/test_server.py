@@ -200,3 +200,27 @@ async def test_infill_selection_command_applies_edit(client: LanguageClient):
     assert rng(edit.range) == (1, 11, 1, 16)
     logs = [m.message for m in client.log_messages if "infill" in m.message and "done" in m.message]
     assert logs and "first block" in logs[-1] and "tokens/s" in logs[-1]
+
+
+async def test_models_load_once_for_the_same_settings_sent_twice(client: LanguageClient, tiny_pair):
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"codila": {
+        "dlm": str(tiny_pair[0]), "ar": str(tiny_pair[1]), "device": "cpu"}}))
+    for _ in range(200):  # the load the initialize settings asked for
+        if any("models loaded" in m.message for m in client.log_messages):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    loads = [m.message for m in client.log_messages if "loading models" in m.message]
+    assert len(loads) == 1, loads
+
+
+def test_codila_lsp_answers_help_and_version_without_waiting_on_stdin():
+    import subprocess
+
+    for flag, expected in (("--help", "--log-file"), ("--version", "codila-lsp ")):
+        done = subprocess.run([sys.executable, "-m", "lsp_server", flag], capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.PIPE)
+        assert done.returncode == 0 and expected in done.stdout, done
+    bad = subprocess.run([sys.executable, "-m", "lsp_server", "--bogus"], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.PIPE)
+    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
