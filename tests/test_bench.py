@@ -9,7 +9,7 @@ from codila_engine.bench import add_bench_subcommand, agreement
 def _args(tmp_path, **kw):
     parser = argparse.ArgumentParser()
     add_bench_subcommand(parser.add_subparsers())
-    argv = ["bench", "--shapes", "tiny", "--prompt", "24", "--span", "24", "--block-sizes", "2", "4",
+    argv = ["bench", "--prompt", "24", "--span", "24", "--block-sizes", "2", "4", "--dual-cache", "8",
             "--device", "cpu", "--init-std", "0.2", "--json", str(tmp_path / "bench.json")]
     return parser.parse_args(argv + [x for k, v in kw.items() for x in (f"--{k}", str(v))])
 
@@ -18,6 +18,7 @@ def test_bench_reports_both_paths(tmp_path, capsys):
     args = _args(tmp_path)
     assert args.func(args) == 0
     report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["shapes"] == "tiny"  # the default on a machine without CUDA
     assert [r["block_size"] for r in report["runs"]] == [2, 4]
     assert report["dlm_floor_ms"] > 0 and report["dlm_parameters"] > 0
     for run in report["runs"]:
@@ -30,6 +31,7 @@ def test_bench_reports_both_paths(tmp_path, capsys):
             assert set(r["ms_per_iteration"]) == {"dlm", "cond", "ar", "select"}
     out = capsys.readouterr().out
     assert "B = 4: token agreement fast/plain 1.0000, approx/plain" in out and "DLM compute floor" in out
+    assert "--shapes tiny (the default on cpu" in out
 
 
 def test_bench_can_stop_early(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from codila_engine.cli import main
 from codila_engine.eval.client import Reply, ServerError
-from codila_engine.eval.humaneval import load_split
+from codila_engine.eval.humaneval import load_split, sample_tasks
 from codila_engine.eval.run import evaluate, metrics, percentile, spread, task_row
 
 ROW_FIELDS = {"task_id", "completion", "passed", "status", "message", "syntax_valid", "latency_s",
@@ -27,7 +27,7 @@ from pygls.lsp.server import LanguageServer
 from codila_engine.eval.humaneval import load_split
 from codila_engine.eval.run import task_uri
 
-CANONICAL = {task_uri(t): t.canonical_solution for t in load_split("single-line")[:10]}
+CANONICAL = {task_uri(t): t.canonical_solution for t in load_split("single-line")}
 STATS = %r
 server = LanguageServer("fake-codila", "0")
 calls = []
@@ -92,7 +92,8 @@ def test_eval_command_runs_five_tasks_end_to_end(tiny_pair, tmp_path, capsys):
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     rows = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
-    assert [r["task_id"] for r in rows] == [t.task_id for t in load_split("single-line")[:5]]
+    assert [r["task_id"] for r in rows] == [t.task_id for t in sample_tasks(load_split("single-line"), 5)]
+    assert len({r["task_id"].split("/")[2] for r in rows}) == 5  # five problems, not five lines of HumanEval/0
     for r in rows:
         assert ROW_FIELDS <= set(r) and r["error"] is None
         assert r["latency_s"] > 0 and r["iterations"] >= 1 and 1 <= r["tokens"] <= 8
@@ -148,3 +149,12 @@ def test_models_that_cannot_load_stop_the_eval_before_any_task(tiny_pair, tmp_pa
         evaluate("single-line", out_dir=tmp_path / "eval", limit=2, progress=False,
                  options={"dlm": str(tmp_path / "missing"), "ar": str(tiny_pair[1]), "device": "cpu"})
     assert not (tmp_path / "eval").exists()
+
+
+def test_limit_samples_across_problems_reproducibly():
+    tasks = load_split("single-line")
+    first = sample_tasks(tasks, 164)
+    assert len({t.task_id.split("/")[2] for t in first}) == 164  # one task from every problem
+    assert first == sample_tasks(tasks, 164) and first != sample_tasks(tasks, 164, seed=1)
+    assert sample_tasks(tasks, 200)[:164] == first and len({t.task_id for t in sample_tasks(tasks, 200)}) == 200
+    assert sample_tasks(tasks, None) == tasks

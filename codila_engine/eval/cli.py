@@ -71,7 +71,7 @@ def cmd_humaneval_infilling(args: argparse.Namespace) -> int:
 
     out = args.out or Path("runs/eval") / f"humaneval-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        summary = evaluate(args.split, out_dir=out, limit=args.limit, options=server_options(args),
+        summary = evaluate(args.split, out_dir=out, limit=args.limit, seed=args.sample_seed, options=server_options(args),
                            max_tokens=args.max_tokens, server_cmd=args.server_cmd, timeout_s=args.timeout,
                            request_timeout_s=args.request_timeout, progress=args.progress)
     except ServerError as exc:
@@ -89,7 +89,8 @@ def add_eval_subcommands(subparsers) -> None:
     p = benchmarks.add_parser("humaneval-infilling", conflict_handler="resolve",
                               help="HumanEval-Infilling pass@1, syntax validity and speed via codila-lsp")
     p.add_argument("--split", choices=sorted(SPLITS), default="single-line")
-    p.add_argument("--limit", type=int, help="only the first N tasks of the split")
+    p.add_argument("--limit", type=int, help="N tasks spread over all problems, seeded (default: the whole split)")
+    p.add_argument("--sample-seed", type=int, default=0, help="which tasks --limit picks (default: %(default)s)")
     p.add_argument("--server-cmd", help="command that starts the server over stdio "
                                         "(default: this Python running `-m lsp_server`, i.e. codila-lsp)")
     p.add_argument("--out", type=Path, help="folder for tasks.jsonl and summary.json "

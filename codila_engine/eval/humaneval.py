@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import random
 from dataclasses import dataclass
 from importlib import resources
 
@@ -39,6 +40,32 @@ def load_split(name: str) -> list[Task]:
     data = resources.files("codila_engine").joinpath("data", "humaneval_infilling", SPLITS[name])
     with data.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
         return [_task(json.loads(line)) for line in lines if line.strip()]
+
+
+def problem_of(task: Task) -> str:
+    """`HumanEval/12` for `SingleLineInfilling/HumanEval/12/L3`."""
+    return "/".join(task.task_id.split("/")[1:3])
+
+
+def sample_tasks(tasks: list[Task], limit: int | None, seed: int = 0) -> list[Task]:
+    """`limit` tasks spread over all problems: problems in a seeded order, one task each (seeded),
+    then a second round, and so on; all tasks, in file order, when `limit` is None."""
+    if limit is None or limit >= len(tasks):
+        return list(tasks)
+    g = random.Random(seed)
+    by_problem: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_problem.setdefault(problem_of(task), []).append(task)
+    for group in by_problem.values():
+        g.shuffle(group)
+    order = sorted(by_problem)
+    g.shuffle(order)
+    picked: list[Task] = []
+    for round_ in range(max(map(len, by_problem.values()))):
+        picked += [by_problem[p][round_] for p in order if round_ < len(by_problem[p])]
+        if len(picked) >= limit:
+            break
+    return picked[:limit]
 
 
 def _task(record: dict) -> Task:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from codila_engine.eval.client import EvalClient, Reply, ServerError, server_command
 from codila_engine.eval.execution import run_program
-from codila_engine.eval.humaneval import Task, build_program, load_split, parses
+from codila_engine.eval.humaneval import Task, build_program, load_split, parses, sample_tasks
 from lsp_server.positions import offset_to_position
 
 
@@ -147,7 +147,7 @@ async def _run(tasks: list[Task], client: EvalClient, max_tokens: int | None, ti
     return rows, stopped
 
 
-def evaluate(split: str, *, out_dir: str | Path, limit: int | None = None, options: dict | None = None,
+def evaluate(split: str, *, out_dir: str | Path, limit: int | None = None, seed: int = 0, options: dict | None = None,
              max_tokens: int | None = None, server_cmd: str | Sequence[str] | None = None,
              timeout_s: float = 10.0, request_timeout_s: float = 300.0, progress: bool = True) -> dict:
     """Evaluate one configuration; returns the summary also written to <out_dir>/summary.json.
@@ -160,7 +160,7 @@ def evaluate(split: str, *, out_dir: str | Path, limit: int | None = None, optio
         raise ValueError(f"--limit must be a positive number of tasks, got {limit}")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"--max-tokens must be positive, got {max_tokens}")
-    tasks = load_split(split)[:limit]
+    tasks = sample_tasks(load_split(split), limit, seed)
     options = dict(options or {})
     command = server_command(server_cmd)
     out = Path(out_dir)
@@ -174,7 +174,8 @@ def evaluate(split: str, *, out_dir: str | Path, limit: int | None = None, optio
 
     rows, stopped = asyncio.run(main())
     summary = {
-        "split": split, "n": len(rows), "limit": limit,
+        "split": split, "n": len(rows), "limit": limit, "sample_seed": seed,
+        "task_ids": [t.task_id for t in tasks],
         "settings": {"initialization_options": options, "max_tokens": max_tokens, "timeout_s": timeout_s,
                      "request_timeout_s": request_timeout_s, "server_cmd": command},
         "metrics": metrics(rows), "stopped": stopped,

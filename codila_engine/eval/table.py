@@ -119,7 +119,7 @@ def humaneval_rows(setup: Setup, models, device: str, limit: int, max_tokens: in
     folder = out / "humaneval" / re.sub(r"[^A-Za-z0-9.]+", "-", setup.name).strip("-")
     summary = evaluate("single-line", out_dir=folder, limit=limit, options=options, max_tokens=max_tokens,
                        progress=progress)
-    truth = {t.task_id: t.canonical_solution for t in load_split("single-line")[:limit]}
+    truth = {t.task_id: t.canonical_solution for t in load_split("single-line")}
     rows = [json.loads(line) for line in (folder / "tasks.jsonl").read_text(encoding="utf-8").splitlines()]
     return [{"passed": r["passed"], "syntax_valid": r["syntax_valid"], "exact_match": exact_match(r["completion"],
              truth[r["task_id"]]), "iterations": r["iterations"], "text_tokens": r["tokens"],
@@ -358,7 +358,8 @@ def add_table_subcommand(benchmarks) -> None:
                                                        "from its held-out split)")
     p.add_argument("--held-out-fraction", type=float, default=0.02, help="as given to `codila train`")
     p.add_argument("--held-out-tasks", type=int, default=100, help="tasks per kind (single-line, multi-line)")
-    p.add_argument("--humaneval-limit", type=int, default=100, help="first N single-line tasks (0: skip)")
+    p.add_argument("--humaneval-limit", type=int, default=100,
+                   help="N single-line tasks spread over all problems, the same for every row (0: skip)")
     p.add_argument("--humaneval-max-tokens", type=int, default=24, help="masks per HumanEval infill")
     p.add_argument("--block-sizes", type=int, nargs="+", default=list(BLOCK_SIZES), metavar="B")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS), metavar="TAU",
