@@ -57,7 +57,7 @@ class Active:
 class Job:
     """Everything one decode needs, fixed when the request arrives."""
 
-    uri: str
+    uri: str  # exactly as the client sent it: drafts echo it (`#` or `%` in a path must survive)
     prefix: str  # document text before the span, plus the fill's lead
     suffix: str
     lead: str
@@ -151,7 +151,8 @@ class CodilaServer(LanguageServer):
         cancel = threading.Event()
         self.supersede(job.uri)
         me = Active(rid, cancel, job.range.start, job.range.end)
-        self.active.setdefault(job.uri, []).append(me)
+        key = unquote(job.uri)  # how pygls keys documents
+        self.active.setdefault(key, []).append(me)
         cfg = self.settings.decode.with_options(max_new_tokens=job.mask_tokens, single_line=job.single_line)
         t0 = time.perf_counter()
 
@@ -177,9 +178,9 @@ class CodilaServer(LanguageServer):
             self.tell(str(exc))
             raise JsonRpcInternalError(str(exc)) from exc
         finally:
-            self.active[job.uri].remove(me)
-            if not self.active[job.uri]:
-                del self.active[job.uri]
+            self.active[key].remove(me)
+            if not self.active[key]:
+                del self.active[key]
         if result.cancelled:
             return None, ""
         return result, job.lead + result.text
@@ -195,7 +196,7 @@ class CodilaServer(LanguageServer):
         span = choose_span(text, offset, self.settings.caps)
         lead = fill.lead(text, span)
         return Job(
-            uri=unquote(uri), prefix=text[: span.start] + lead, suffix=text[span.end :], lead=lead,
+            uri=uri, prefix=text[: span.start] + lead, suffix=text[span.end :], lead=lead,
             range=self.to_range(text, span.start, span.end), mask_tokens=span.mask_tokens,
             label=f"inline {span.kind} at {position.line + 1}:{position.character + 1}",
             single_line=span.kind == "line_rest",
@@ -212,7 +213,7 @@ class CodilaServer(LanguageServer):
         else:
             count = await self.worker.count_tokens(self.settings.model_key, text[start:end]) if end > start else 0
             n = self.settings.infill.mask_tokens(count)
-        return Job(uri=unquote(params.uri), prefix=text[:start], suffix=text[end:], lead="",
+        return Job(uri=params.uri, prefix=text[:start], suffix=text[end:], lead="",
                    range=self.to_range(text, start, end), mask_tokens=n,
                    label=f"infill {params.range.start.line + 1}:{params.range.start.character + 1}"
                          f"-{params.range.end.line + 1}:{params.range.end.character + 1} ({n} masks)")

@@ -224,3 +224,11 @@ def test_codila_lsp_answers_help_and_version_without_waiting_on_stdin():
     bad = subprocess.run([sys.executable, "-m", "lsp_server", "--bogus"], capture_output=True, text=True, timeout=60,
                          stdin=subprocess.PIPE)
     assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+
+
+async def test_drafts_echo_the_uri_exactly_as_the_client_sent_it(client: LanguageClient):
+    uri = "file:///work/odd%23name%2520dir/a%20b.py"  # an escaped `#`, an escaped `%20`, a space
+    open_doc(client, uri=uri)
+    result = await client.text_document_inline_completion_async(inline_params(1, 16, uri=uri))
+    drafts = [d for d in client.drafts if field(d, "text") == result.items[0].insert_text and field(d, "done")]
+    assert drafts and all(field(d, "uri") == uri for d in drafts)
