@@ -74,6 +74,7 @@ class CodilaServer(LanguageServer):
         self.worker = DecodeWorker()
         self.active: dict[str, list[Active]] = {}
         self.ids = itertools.count(1)
+        self.client_log = None  # logs.ClientLog once main() sets it up
 
     # --- messages to the user ----------------------------------------------------------
     def log(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
@@ -244,6 +245,8 @@ server = CodilaServer()
 
 @server.feature(types.INITIALIZE)
 def initialize(ls: CodilaServer, params: types.InitializeParams) -> None:
+    if ls.client_log is not None:
+        ls.client_log.attach(asyncio.get_running_loop())
     ls.configure(params.initialization_options, load=False)
 
 
@@ -322,11 +325,13 @@ def parse_args(argv: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), filename=args.log_file,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from dataclasses import replace
 
+    from lsp_server import logs
+
+    args = parse_args(argv)
+    server.client_log = logs.setup(args.log_level, args.log_file, lambda kind, message: server.window_log_message(
+        types.LogMessageParams(type=kind, message=message)))
     server.settings = replace(server.settings, dlm=args.dlm, ar=args.ar, device=args.device, dtype=args.dtype,
                               cache_dir=args.cache_dir)
     server.start_io()

@@ -43,7 +43,8 @@ class DecodeWorker:
             return self._engine
         self._engine, self._key = None, None
         try:
-            models = model_folders(dlm, ar, flags=("the `dlm` setting", "the `ar` setting"), cache_dir=cache_dir)
+            models = model_folders(dlm, ar, flags=("the `dlm` setting", "the `ar` setting"), cache_dir=cache_dir,
+                                   progress=False)  # no progress bars in the client's log; one line each step
             torch_device = torch.device(device) if device else default_device()
             engine = Engine.load(models.dlm, models.ar, device=torch_device, dtype=default_dtype(torch_device, dtype))
         except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: torch's, for an unknown device

@@ -232,3 +232,26 @@ async def test_drafts_echo_the_uri_exactly_as_the_client_sent_it(client: Languag
     result = await client.text_document_inline_completion_async(inline_params(1, 16, uri=uri))
     drafts = [d for d in client.drafts if field(d, "text") == result.items[0].insert_text and field(d, "done")]
     assert drafts and all(field(d, "uri") == uri for d in drafts)
+
+
+def test_log_records_reach_the_client_with_their_level():
+    import logging
+
+    from lsp_server.logs import ClientLog, message_type
+
+    assert [message_type(level) for level in (logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)] == [
+        types.MessageType.Error, types.MessageType.Warning, types.MessageType.Info, types.MessageType.Log]
+    sent = []
+    loop = asyncio.new_event_loop()
+    handler = ClientLog(lambda kind, message: sent.append((kind, message)))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.attach(loop)
+    logger = logging.getLogger("codila-test-client-log")
+    logger.addHandler(handler)
+    logger.warning("a library warning")
+    logger.error("a real error")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    loop.close()
+    assert sent == [(types.MessageType.Warning, "a library warning"), (types.MessageType.Error, "a real error")]
+    logger.removeHandler(handler)
