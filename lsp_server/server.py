@@ -186,9 +186,18 @@ class CodilaServer(LanguageServer):
             return None, ""
         return result, job.lead + result.text
 
-    def draft(self, job: Job, rid, text: str, done: bool) -> None:
-        self.protocol.notify(DRAFT, {"uri": job.uri, "id": rid, "range": _json_range(job.range),
-                                     "text": text, "done": done})
+    def draft(self, job: Job, rid, text: str, done: bool, result: Result | None = None) -> None:
+        """One `codila/draft`; the final one (`done`) carries the decode's statistics."""
+        params = {"uri": job.uri, "id": rid, "range": _json_range(job.range), "text": text, "done": done}
+        if result is not None:
+            params["stats"] = self.stats(result)
+        self.protocol.notify(DRAFT, params)
+
+    def stats(self, result: Result) -> dict:
+        """What a client shows about a decode (tokens, tokens/s, timings, decoder, model): it never
+        needs to parse log text."""
+        model = self.worker.models.name if self.worker.models else None
+        return {**result.stats.as_dict(), "decoder": result.decoder, "model": model}
 
     def inline_job(self, uri: str, position: types.Position) -> tuple[Job, Span]:
         doc = self.document(uri)
@@ -225,10 +234,8 @@ class CodilaServer(LanguageServer):
         result, text = await self.run(job)
         if result is None:
             return None
-        self.draft(job, self.protocol.msg_id, text, done=True)
-        model = self.worker.models.name if self.worker.models else None
-        return {"range": _json_range(job.range), "text": text,
-                "stats": {**result.stats.as_dict(), "decoder": result.decoder, "model": model}}
+        self.draft(job, self.protocol.msg_id, text, done=True, result=result)
+        return {"range": _json_range(job.range), "text": text, "stats": self.stats(result)}
 
 
 def _before_or_at(a: types.Position, b: types.Position) -> bool:
@@ -282,7 +289,7 @@ async def inline_completion(ls: CodilaServer, params: types.InlineCompletionPara
     if result is None:
         return types.InlineCompletionList(items=[])
     text = fill.trim(text, span, job.suffix)
-    ls.draft(job, ls.protocol.msg_id, text, done=True)
+    ls.draft(job, ls.protocol.msg_id, text, done=True, result=result)
     return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=job.range)])
 
 

@@ -91,6 +91,11 @@ async def test_drafts_stream_before_response_and_last_equals_result(client: Lang
     assert [field(d, "done") for d in drafts] == [False] * (len(drafts) - 1) + [True]
     assert len({field(d, "id") for d in drafts}) == 1
     assert field(drafts[-1], "text") == result.items[0].insert_text
+    stats = field(drafts[-1], "stats")
+    stats = stats if isinstance(stats, dict) else stats._asdict()
+    assert stats["decoder"] == "codila" and stats["model"].startswith("DLM ") and stats["text_tokens"] >= 0
+    assert stats["iterations"] == 3 and stats["tokens_per_s"] >= 0
+    assert all("stats" not in str(d) for d in drafts[:-1])  # only the final draft carries them
     assert rng(field(drafts[0], "range")) == rng(result.items[0].range)
     assert "\u22ef" in field(drafts[0], "text")  # still-masked blocks show the placeholder
 
