@@ -25,6 +25,7 @@ class Canvas:
         mask_id: int,
         eos_id: int,
         pad_id: int | None = None,
+        more_ends: Sequence[int] = (),
         device: torch.device | str = "cpu",
     ) -> None:
         if span_len < 1 or span_len % block_size:
@@ -34,7 +35,7 @@ class Canvas:
         self.block_size = block_size
         self.mask_id = mask_id
         self.eos_id = eos_id
-        self.ends = {eos_id} if pad_id is None else {eos_id, pad_id}
+        self.ends = {eos_id, *more_ends} | ({pad_id} if pad_id is not None else set())
         self.infilling = len(suffix_ids) > 0
         self.prefix_ids = list(prefix_ids)
         self.suffix_ids = list(suffix_ids)

@@ -216,7 +216,7 @@ def model_folders(dlm: str | Path | None, ar: str | Path | None, decoder: str | 
     dlm, ar = (str(dlm) if dlm else None), (str(ar) if ar else None)
     f_dlm, f_ar = flags
     if dlm or ar:
-        need = {"codila": (f_dlm, f_ar), "dlm": (f_dlm,), "fim": (f_ar,)}.get(decoder or "auto", ())
+        need = {"codila": (f_dlm, f_ar), "dlm": (f_dlm,), "dream": (f_dlm,), "fim": (f_ar,)}.get(decoder or "auto", ())
         missing = [flag for flag, given in ((f_dlm, dlm), (f_ar, ar)) if flag in need and not given]
         if missing:
             raise ValueError(f"the {decoder} decoder needs {' and '.join(need)}: give {' and '.join(missing)} too")

@@ -60,6 +60,16 @@ def add_decode_args(parser: argparse.ArgumentParser) -> None:
                              "iterations (default: %(default)s = exact)")
     parser.add_argument("--single-line", action="store_true",
                         help="fim: the middle ends at the end of its first line (default: off)")
+    dream = parser.add_argument_group("--decoder dream (Dream's own sampler)")
+    dream.add_argument("--steps", type=int, default=None,
+                       help="DLM forwards for the span (default: one per token)")
+    dream.add_argument("--eps", type=float, default=None, help=f"the schedule's last time (default: {d.eps})")
+    dream.add_argument("--alg-temp", type=float, default=None,
+                       help=f"0: commit the most confident; > 0: draw positions by confidence (default: {d.alg_temp})")
+    dream.add_argument("--top-k", type=int, default=None, help="keep the k likeliest tokens (default: off)")
+
+
+DREAM_FLAGS = ("steps", "eps", "alg_temp", "top_k")
 
 
 class UsageError(ValueError):
@@ -74,14 +84,18 @@ def decode_config(args: argparse.Namespace) -> DecodeConfig:
     """The flags as decoding options; an out-of-range value names its flag."""
     if args.tokens_per_step is not None and args.tokens_per_step < 1:
         raise UsageError(f"--tokens-per-step: must be a whole number of tokens >= 1, got {args.tokens_per_step}")
+    for name in DREAM_FLAGS:
+        if getattr(args, name) is not None and getattr(args, name) <= 0 and name != "alg_temp":
+            raise UsageError(f"{flag(name)}: must be > 0, got {getattr(args, name)}")
     try:
         d = DecodeConfig()
+        dream = {name: getattr(args, name) for name in DREAM_FLAGS if getattr(args, name) is not None}
         return DecodeConfig(
             decoder=args.decoder, block_size=args.block_size, mode=args.mode,
             threshold=d.threshold if args.threshold is None else args.threshold, scope=args.scope,
             conditioning=args.conditioning, tokens_per_step=args.tokens_per_step or 0,
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-            fast=args.fast, dual_cache=args.dual_cache, single_line=args.single_line,
+            fast=args.fast, dual_cache=args.dual_cache, single_line=args.single_line, **dream,
         )
     except OptionError as exc:
         raise UsageError(f"{flag(exc.field)}: {exc.problem}") from None
@@ -94,6 +108,9 @@ def check_applies(args: argparse.Namespace, cfg: DecodeConfig) -> None:
                          f"(this run: {cfg.decoder} decoder, {cfg.mode} mode)")
     if args.tokens_per_step is not None and cfg.decoder != "dlm":
         raise UsageError(f"--tokens-per-step applies to --decoder dlm only (this run: the {cfg.decoder} decoder)")
+    given = [flag(name) for name in DREAM_FLAGS if getattr(args, name) is not None]
+    if given and cfg.decoder != "dream":
+        raise UsageError(f"{', '.join(given)} apply to --decoder dream only (this run: the {cfg.decoder} decoder)")
 
 
 def load_engine(args: argparse.Namespace):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-DECODERS = ("auto", "codila", "dlm", "fim")
+DECODERS = ("auto", "codila", "dlm", "dream", "fim")
 MODES = ("static", "dynamic")
 CONDITIONINGS = ("soft", "top1")
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes for weights and compute
@@ -22,8 +22,8 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    # codila | dlm (plain diffusion baseline) | fim (plain left-to-right FIM by the AR) | auto: codila for a
-    # DLM + AR pair, fim for an AR alone (the default model), dlm for a DLM alone
+    # codila | dlm (plain diffusion baseline, K per step) | dream (Dream's own sampler: dream.py) | fim (plain
+    # left-to-right FIM by the AR) | auto: codila for a DLM + AR pair, fim for an AR alone, dlm for a DLM alone
     decoder: str = "auto"
     block_size: int = 4  # B: tokens the AR decodes per block
     mode: str = "static"  # static: commit a whole block; dynamic: longest confident prefix
@@ -40,6 +40,10 @@ class DecodeConfig:
     fast: bool = False  # static-shape AR decode, one CUDA graph per iteration on GPU (static_ar.py)
     dual_cache: int = 0  # approximate: full DLM forward every N iterations, window only between; 0 = exact
     single_line: bool = False  # fim: the middle ends at the end of its first line
+    steps: int = 0  # dream: DLM forwards for the span (0: one per token)
+    eps: float = 1e-3  # dream: the schedule's last time
+    alg_temp: float = 0.0  # dream: 0 commits the most confident; > 0 draws positions by confidence
+    top_k: int = 0  # dream: keep the k likeliest tokens (0: off)
 
     def __post_init__(self) -> None:
         def need(ok: bool, field: str, what: str) -> None:
@@ -62,6 +66,10 @@ class DecodeConfig:
         need(self.span_tokens < self.max_context, "max_new_tokens",
              f"must be below {self.max_context} tokens (the context kept around the span)")
         need(self.dual_cache >= 0, "dual_cache", "must be >= 0 iterations (0: exact)")
+        need(self.steps >= 0, "steps", "must be >= 1 DLM forwards (0: one per token)")
+        need(math.isfinite(self.eps) and 0 < self.eps < 1, "eps", "must be in (0, 1)")
+        need(math.isfinite(self.alg_temp) and self.alg_temp >= 0, "alg_temp", "must be finite and >= 0")
+        need(self.top_k >= 0, "top_k", "must be >= 0 tokens (0: off)")
 
     @property
     def span_tokens(self) -> int:

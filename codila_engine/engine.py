@@ -18,10 +18,20 @@ from codila_engine.codila import codila_step
 from codila_engine.config import DecodeConfig
 from codila_engine.decoding import CancelFlag, Decoding
 from codila_engine.dlm import DreamDLM
+from codila_engine.dream import DreamSampler
 from codila_engine.dual_cache import DualCacheDLM
 from codila_engine.fim import FimSampler, FimTokens, StopRules
 from codila_engine.static_ar import StaticBlockDecoder
 from codila_engine.vocab import VocabBridge, build_bridge
+
+
+def turn_ends(tokenizer) -> tuple[int, ...]:
+    """Ids that end the text besides EOS and pad: `<|im_end|>`, where Instruct checkpoints
+    (Dream-Coder-Instruct, Qwen2.5-Coder-Instruct) end their turn, whatever config.json names EOS."""
+    if tokenizer is None:
+        return ()
+    im_end = tokenizer.get_vocab().get("<|im_end|>")
+    return () if im_end is None else (im_end,)
 
 
 class Engine:
@@ -86,7 +96,8 @@ class Engine:
 
     def decoders(self) -> tuple[str, ...]:
         """The decoders these models can run."""
-        return tuple(name for name, ok in (("codila", self.dlm and self.ar), ("dlm", self.dlm), ("fim", self.ar)) if ok)
+        runs = (("codila", self.dlm and self.ar), ("dlm", self.dlm), ("dream", self.dlm), ("fim", self.ar))
+        return tuple(name for name, ok in runs if ok)
 
     def decoder_for(self, decoder: str) -> str:
         """The decoder that runs: `auto` is the first these models can run (codila, dlm, fim in
@@ -95,6 +106,7 @@ class Engine:
             return "codila" if self.dlm and self.ar else "fim" if self.ar else "dlm"
         if decoder not in self.decoders():
             need = {"codila": "a DLM and an AR (--dlm PATH --ar PATH)", "dlm": "a DLM (--dlm PATH)",
+                    "dream": "a DLM (--dlm PATH)",
                     "fim": "an AR (--ar PATH, or the default model)"}[decoder]
             raise ValueError(f"the {decoder} decoder needs {need}; these models run: {', '.join(self.decoders())}")
         return decoder
@@ -132,6 +144,7 @@ class Engine:
             mask_id=mask_id,
             eos_id=eos_id,
             pad_id=pad_id,
+            more_ends=turn_ends(self.tokenizer),
             device=self.device,
         )
 
@@ -159,6 +172,8 @@ class Engine:
         if cfg.decoder == "fim":
             fim = FimTokens.of(self.ar.tokenizer, (self.ar.eos_id, canvas.eos_id))
             step = FimSampler(self.ar, fim, canvas, cfg, rules or StopRules(), generator)
+        elif cfg.decoder == "dream":
+            step = DreamSampler(dlm, canvas, cfg, generator)
         elif cfg.decoder == "codila":
             ar = self.static_decoder(cfg) if cfg.fast else self.ar
             step = partial(codila_step, dlm, ar, self.bridge, canvas, cfg, generator)

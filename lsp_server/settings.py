@@ -28,6 +28,10 @@ DECODE_KEYS = {
     "placeholder": "placeholder",
     "fast": "fast",
     "dualCache": "dual_cache",
+    "steps": "steps",
+    "eps": "eps",
+    "algTemp": "alg_temp",
+    "topK": "top_k",
 }
 _CAP_KEYS = {"lineRest": "line_rest", "blockBody": "block_body", "nextStatement": "next_statement"}
 _INFILL_KEYS = {

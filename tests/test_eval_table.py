@@ -113,9 +113,9 @@ def test_exact_match_ignores_trailing_space_and_blank_lines_only():
 
 def test_configurations_and_their_decoding_options():
     plan = setups()
-    assert len(plan) == 2 + 3 * 6 and len({s.name for s in plan}) == len(plan)
-    assert (plan[0].family, plan[0].cfg.decoder) == ("fim", "fim")
-    k1 = plan[1]
+    assert len(plan) == 3 + 3 * 6 and len({s.name for s in plan}) == len(plan)
+    assert [(s.family, s.cfg.decoder) for s in plan[:2]] == [("fim", "fim"), ("dream", "dream")]
+    k1 = plan[2]
     assert (k1.name, k1.cfg.decoder, k1.cfg.k, k1.cfg.block_size) == ("DLM K=1", "dlm", 1, 1)
     by = {s.name: s.cfg for s in plan}
     assert by["DLM K=4"].k == 4 and by["CoDiLA B=8 static top-1"].conditioning == "top1"
@@ -180,11 +180,12 @@ def test_table_on_held_out_files(tiny_pair, data_dir, tmp_path, capsys):
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     table = json.loads((out / "table.json").read_text())
-    names = ["DLM K=1", "DLM K=2", "CoDiLA B=2 static soft", "CoDiLA B=2 static top-1", "CoDiLA B=2 dynamic τ=0.3"]
+    names = ["Dream sampler (a step per token)", "DLM K=1", "DLM K=2", "CoDiLA B=2 static soft",
+             "CoDiLA B=2 static top-1", "CoDiLA B=2 dynamic τ=0.3"]  # no FIM row: the tiny AR has no FIM tokens
     assert [c["name"] for c in table["configurations"]] == names
     assert list(table["results"]) == list(BENCHMARKS[:2]) and table["tasks"] == dict.fromkeys(BENCHMARKS[:2], 2)
     rows = [json.loads(line) for line in (out / "heldout.jsonl").read_text().splitlines()]
-    assert len(rows) == 5 * 4 and {r["config"] for r in rows} == set(names)
+    assert len(rows) == 6 * 4 and {r["config"] for r in rows} == set(names)
     for bench, res in table["results"].items():
         for name in names:
             r = res[name]

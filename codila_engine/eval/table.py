@@ -34,14 +34,14 @@ from tqdm import tqdm
 from codila_engine.config import DecodeConfig
 from codila_engine.eval.heldout import KINDS, HeldOutTask, build_tasks, exact_match, syntax_valid
 
-FAMILIES = ("fim", "dlm-k1", "dlm-kb", "static-soft", "static-top1", "dynamic")
-NEEDS = {"fim": ("ar",), "dlm-k1": ("dlm",), "dlm-kb": ("dlm",)}  # the rest need both models
+FAMILIES = ("fim", "dream", "dlm-k1", "dlm-kb", "static-soft", "static-top1", "dynamic")
+NEEDS = {"fim": ("ar",), "dream": ("dlm",), "dlm-k1": ("dlm",), "dlm-kb": ("dlm",)}  # the rest need both models
 BLOCK_SIZES, THRESHOLDS = (2, 4, 8), (0.1, 0.3, 0.6)
 HUMANEVAL = "humaneval single-line"
 BENCHMARKS = tuple(f"held-out {kind}" for kind in KINDS) + (HUMANEVAL,)
 CLOSE = 0.02  # "comes close": at most this far (absolute) below DLM K=1
 LABELS = {"exact_match": "exact match", "pass_at_1": "pass@1", "syntax_valid": "syntax-valid"}
-MARKERS = {"fim": "P", "dlm-k1": "*", "dlm-kb": "s", "static-soft": "o", "static-top1": "v", "dynamic": "D"}
+MARKERS = {"fim": "P", "dream": "X", "dlm-k1": "*", "dlm-kb": "s", "static-soft": "o", "static-top1": "v", "dynamic": "D"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ def setups(block_sizes: Sequence[int] = BLOCK_SIZES, thresholds: Sequence[float]
     if unknown:
         raise ValueError(f"unknown configuration famil(ies) {unknown}; choose from {list(FAMILIES)}")
     rows = [Setup("FIM (AR left to right)", "fim", 1, base.with_options(decoder="fim", block_size=1)),
+            Setup("Dream sampler (a step per token)", "dream", 1, base.with_options(decoder="dream", block_size=1)),
             Setup("DLM K=1", "dlm-k1", 1, base.with_options(decoder="dlm", block_size=1, tokens_per_step=1))]
     for b in block_sizes:
         codila = base.with_options(decoder="codila", block_size=b, mode="static")
