@@ -209,8 +209,8 @@ def model_folders(dlm: str | Path | None, ar: str | Path | None, decoder: str | 
                   flags: tuple[str, str] = ("--dlm", "--ar"), cache_dir: str | None = None,
                   progress: bool = True) -> Models:
     """The folders to load, in this order: the ones given (one alone runs the decoder it can);
-    the pair shipped in the package; the default model (Qwen2.5-Coder-0.5B, an AR, so the fim
-    decoder). `decoder` (None: not known yet) is checked against what is given. `flags` are how
+    the pair shipped in the package; the default model (Qwen2.5-Coder-0.5B: the AR for fim, or
+    for dlm and dream the DLM made from it with the shipped adapter). `decoder` (None: not known yet) is checked against what is given. `flags` are how
     the caller's user names the folders (CLI flags or server settings). An empty string counts
     as not given (an unset `$DLM`)."""
     dlm, ar = (str(dlm) if dlm else None), (str(ar) if ar else None)
@@ -224,10 +224,13 @@ def model_folders(dlm: str | Path | None, ar: str | Path | None, decoder: str | 
     shipped = shipped_models()
     if shipped is not None:
         return Models(str(shipped[0]), str(shipped[1]), "the shipped DLM + AR pair")
-    from codila_engine.default_model import DEFAULT, default_model_folder
+    from codila_engine import default_model
 
+    if decoder in ("dlm", "dream"):  # the default model adapted to masked diffusion (the shipped adapter)
+        folder = default_model.default_dlm_folder(cache_dir, progress=progress)
+        return Models(str(folder), None, f"{default_model.DEFAULT.name} DLM ({folder.name})")
     if decoder not in (None, "auto", "fim"):
-        raise ValueError(f"the {decoder} decoder needs a DLM: give {f_dlm} PATH and {f_ar} PATH; the default model "
-                         f"({DEFAULT.name}) is an autoregressive model and runs the fim decoder")
-    folder = default_model_folder(cache_dir, progress=progress)
-    return Models(None, str(folder), DEFAULT.name)
+        raise ValueError(f"the {decoder} decoder needs a DLM and a CoDiLA-finetuned AR: give {f_dlm} PATH and {f_ar} "
+                         f"PATH; the default model has no CoDiLA AR yet (it runs --decoder fim, dlm and dream)")
+    folder = default_model.default_model_folder(cache_dir, progress=progress)
+    return Models(None, str(folder), default_model.DEFAULT.name)

@@ -61,6 +61,7 @@ class GgufSource:
     sha256: str  # of the joined GGUF
     size: int  # of the joined GGUF, in bytes
     output_size: int  # about what the prepared folder takes, in bytes (for the disk check)
+    adapter: Path | None = None  # a dlm-adapt checkpoint merged in: the folder is then a Dream-format DLM
 
 
 DEFAULT = GgufSource(
@@ -70,6 +71,26 @@ DEFAULT = GgufSource(
     size=491_400_064,
     output_size=1_000_000_000,
 )
+
+
+DLM_ADAPTER = Path(__file__).parent / "assets" / "qwen2.5-coder-0.5b-dlm-adapter"
+
+
+def dlm_source(adapter: Path = DLM_ADAPTER) -> GgufSource | None:
+    """The default DLM: the default model adapted to masked diffusion by the adapter that ships in
+    the package (`codila train dlm-adapt`), or None if none ships. Its folder name carries the
+    adapter's hash, so a new adapter is prepared anew."""
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        return None
+    tag = hashlib.sha256(weights.read_bytes() + (adapter / "mask_vector.safetensors").read_bytes()).hexdigest()[:8]
+    return GgufSource(f"{DEFAULT.name}-dlm-{tag}", DEFAULT.parts, DEFAULT.sha256, DEFAULT.size,
+                      2 * DEFAULT.output_size, adapter)
+
+
+def sources() -> list[GgufSource]:
+    """What `codila models` manages: the default model, and the default DLM if an adapter ships."""
+    return [DEFAULT] + [s for s in (dlm_source(),) if s is not None]
 
 
 def cache_root(override: str | Path | None = None) -> Path:
@@ -192,6 +213,31 @@ def verify(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> P
     return folder
 
 
+def convert_adapted(gguf_path: Path, out_dir: Path, progress: bool, adapter: Path) -> None:
+    """GGUF -> the base folder (as convert_gguf), then the adapter merged into a Dream-format folder."""
+    from codila_engine.train.adapt import export_dream
+
+    base = out_dir / "base"
+    convert_gguf(gguf_path, base, progress)
+    _say("converting: merging the DLM adapter (Dream format)")
+    export_dream(adapter, base, out_dir)
+    shutil.rmtree(base)
+
+
+def _converter(spec: GgufSource):
+    return convert_gguf if spec.adapter is None else \
+        (lambda gguf, out, progress: convert_adapted(gguf, out, progress, spec.adapter))
+
+
+def default_dlm_folder(cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """The default DLM's folder, prepared now if need be (the base model with the shipped adapter)."""
+    spec = dlm_source()
+    if spec is None:
+        raise DefaultModelMissing("no DLM adapter ships with this version of codila: pass --dlm PATH "
+                                  "(a Dream-format folder, e.g. from codila train dlm-export)")
+    return prepared(spec, cache_dir) or prepare(spec, cache_dir, progress)
+
+
 def default_model_folder(cache_dir: str | Path | None = None, progress: bool = True, *,
                          spec: GgufSource = DEFAULT, convert=convert_gguf) -> Path:
     """The default model's folder, prepared now if need be: what the CLI, server and evaluation call.
@@ -205,7 +251,7 @@ def default_model_folder(cache_dir: str | Path | None = None, progress: bool = T
 
 
 def prepare(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None, progress: bool = True,
-            convert=convert_gguf, force: bool = False) -> Path:
+            convert=None, force: bool = False) -> Path:
     """Join, verify and convert `spec` into its folder; return the folder.
 
     An existing prepared folder is returned as it is unless `force`; a damaged one is rebuilt.
@@ -243,7 +289,7 @@ def prepare(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None, pro
         tmp = models / f".tmp-{spec.name}-{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()
         try:
-            _build(spec, parts, tmp, progress, convert)
+            _build(spec, parts, tmp, progress, convert or _converter(spec))
             if folder.exists():  # force or damaged: swap, never leaving a half folder at `folder`
                 old = models / f".tmp-{spec.name}-{os.getpid()}-old{secrets.token_hex(4)}"
                 os.replace(folder, old)
@@ -392,7 +438,7 @@ def _say(line: str) -> None:
 
 # ---- `codila models list|prepare|verify|remove` ----
 
-def add_models_subcommand(subparsers, spec: GgufSource = DEFAULT) -> None:
+def add_models_subcommand(subparsers, specs=sources) -> None:
     """Register `codila models ...`; exit codes: 0 fine, 1 damaged or not prepared, 2 parts not installed."""
     p = subparsers.add_parser("models", help="the default model: list, prepare, verify, remove")
     actions = p.add_subparsers(dest="models_command", required=True)
@@ -404,7 +450,7 @@ def add_models_subcommand(subparsers, spec: GgufSource = DEFAULT) -> None:
         a.add_argument("--cache-dir", metavar="DIR", help=CACHE_HELP)
         if name == "prepare":
             a.add_argument("--force", action="store_true", help="rebuild even if already prepared")
-        a.set_defaults(func=lambda args: _cmd_models(args, spec))
+        a.set_defaults(func=lambda args: max(_cmd_models(args, spec) for spec in specs()))
 
 
 def _cmd_models(args, spec: GgufSource) -> int:

@@ -99,3 +99,18 @@ def test_export_is_a_dream_folder_with_the_adapters_applied(base, tmp_path):
     assert torch.allclose(exported[:, : tokens["<|mask|>"]], head(trained)[:, : tokens["<|mask|>"]], atol=1e-3)
     assert not torch.allclose(head(trained), head(untrained), atol=1e-3)  # training changed what it predicts
     assert 0 <= masked_top1(trained, ids[None].repeat(2, 1).long()[:, :12].contiguous().repeat(1, 4), "random-50") <= 1
+
+
+def test_warm_start_from_a_checkpoint_continues_from_its_weights(base, tmp_path):
+    folder, tokens = base
+    run(base, tmp_path / "first", steps=2)
+    tok = dream_tokenizer(folder, tokens)
+    data = sequences(tok)
+    cfg = LoopConfig(out=tmp_path / "warm", steps=1, batch_size=2, lr=1e-9, val_every=0, val_batches=1, progress=False)
+    train_adapt(tok, folder, data, data, cfg, device=torch.device("cpu"), dtype=torch.float32, rank=4, mask_lr=1e-9,
+                noise=DlmNoise(), curve_windows=2, tokens=tokens, init=tmp_path / "first" / "best")
+    first = load_adapted(tmp_path / "first" / "best", folder, torch.device("cpu"), torch.float32, tokens)
+    warm = load_adapted(tmp_path / "warm" / "last", folder, torch.device("cpu"), torch.float32, tokens)
+    for (name, a), (_, b) in zip(first.named_parameters(), warm.named_parameters()):
+        if a.requires_grad:  # one step at lr 1e-9 from the same weights: the same weights
+            assert torch.allclose(a, b, atol=1e-6), name

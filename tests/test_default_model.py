@@ -254,7 +254,7 @@ def test_cache_root_resolution_order(monkeypatch, tmp_path):
 
 def run_cli(spec, *argv) -> int:
     parser = argparse.ArgumentParser(prog="codila")
-    add_models_subcommand(parser.add_subparsers(dest="command", required=True), spec)
+    add_models_subcommand(parser.add_subparsers(dest="command", required=True), lambda: [spec])
     args = parser.parse_args(["models", *argv])
     return args.func(args)
 
@@ -321,3 +321,20 @@ def test_saved_folder_is_tied_and_loads(tmp_path):
 
     with pytest.raises(ValueError, match="do not fit"):  # a tensor the model lacks is refused, not dropped
         dm.save_hf_folder(model, {**tensors, "model.extra.weight": torch.zeros(1)}, None, tmp_path / "x")
+
+
+def test_the_default_dlm_is_named_by_its_shipped_adapter(tmp_path, monkeypatch):
+    from codila_engine import default_model as dm
+
+    assert dm.dlm_source(tmp_path / "none") is None
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora weights")
+    (adapter / "mask_vector.safetensors").write_bytes(b"mask")
+    spec = dm.dlm_source(adapter)
+    assert spec.name.startswith(f"{dm.DEFAULT.name}-dlm-") and spec.adapter == adapter and spec.sha256 == dm.DEFAULT.sha256
+    (adapter / "mask_vector.safetensors").write_bytes(b"another mask")
+    assert dm.dlm_source(adapter).name != spec.name  # a new adapter is a new folder, prepared anew
+    monkeypatch.setattr(dm, "dlm_source", lambda: None)
+    with pytest.raises(DefaultModelMissing, match="no DLM adapter ships"):
+        dm.default_dlm_folder(tmp_path / "cache")

@@ -99,3 +99,21 @@ async def asyncio_timeout(awaitable, seconds: float = 300):
     import asyncio
 
     return await asyncio.wait_for(awaitable, seconds)
+
+
+@pytest.mark.skipif(__import__("codila_engine.default_model", fromlist=["dlm_source"]).dlm_source() is None,
+                    reason="no DLM adapter ships in codila_engine/assets/")
+def test_the_default_dlm_is_prepared_from_the_shipped_adapter_and_decodes(folder):
+    from codila_engine.config import DecodeConfig
+    from codila_engine.default_model import default_dlm_folder
+    from codila_engine.dlm import DreamDLM
+    from codila_engine.engine import Engine
+
+    dlm_folder = default_dlm_folder()
+    dlm = DreamDLM.load(dlm_folder)  # the same loader as Dream-Coder's
+    assert dlm.mask_id == 151666 and dlm.model.config.is_causal is False
+    result = Engine(dlm).decode("def add(a, b):\n    return ", "\n", DecodeConfig(decoder="dream", max_new_tokens=8,
+                                                                                  temperature=0)).run()
+    assert result.decoder == "dream" and result.stats.iterations == 8
+    out = codila("generate", "--decoder", "dream", "--prompt", "x = ", "--max-new-tokens", "4")
+    assert out["decoder"] == "dream" and out["model"].startswith("qwen2.5-coder-0.5b-instruct DLM")

@@ -47,8 +47,10 @@ def test_model_folders_given_then_installed_pair_then_default_model(monkeypatch,
     assert pick("", "") == (str(tmp_path / "d"), str(tmp_path / "r"))  # unset $DLM / $AR
     monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: None)
     monkeypatch.setattr("codila_engine.default_model.default_model_folder", lambda *a, **k: tmp_path / "qwen")
+    monkeypatch.setattr("codila_engine.default_model.default_dlm_folder", lambda *a, **k: tmp_path / "qwen-dlm")
     assert pick(None, None) == (None, str(tmp_path / "qwen")) and pick(None, None, "fim") == (None, str(tmp_path / "qwen"))
-    with pytest.raises(ValueError, match="the codila decoder needs a DLM: give --dlm PATH and --ar PATH"):
+    assert pick(None, None, "dream") == pick(None, None, "dlm") == (str(tmp_path / "qwen-dlm"), None)
+    with pytest.raises(ValueError, match="the codila decoder needs a DLM and a CoDiLA-finetuned AR"):
         model_folders(None, None, "codila")
 
 

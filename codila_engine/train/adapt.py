@@ -198,8 +198,11 @@ def eval_windows(data: SequenceData, n: int, seq_len: int) -> torch.Tensor:
 # --- training and export ---------------------------------------------------------------------
 def train_adapt(tokenizer, base_folder, train_data: SequenceData, val_data: SequenceData, cfg: LoopConfig, *,
                 device: torch.device, dtype: torch.dtype, rank: int, mask_lr: float, noise: DlmNoise,
-                curve_windows: int = 10, tokens: dict[str, int] = DREAM_TOKENS) -> TrainResult:
-    model = starting_model(cfg, None, lambda folder, dev: load_adapted(folder, base_folder, dev, dtype, tokens),
+                curve_windows: int = 10, tokens: dict[str, int] = DREAM_TOKENS,
+                init: str | Path | None = None) -> TrainResult:
+    """Train (or resume from <out>/last, or warm-start from the checkpoint `init`, e.g. the shipped
+    adapter: its weights without its optimizer state) the adapter and mask vector."""
+    model = starting_model(cfg, init, lambda folder, dev: load_adapted(folder, base_folder, dev, dtype, tokens),
                            lambda: new_adapted(base_folder, device, dtype, rank, tokens=tokens), device)
     loss = partial(dlm_loss, mask_id=model.mask_id, pad=tokenizer.pad_token_id, noise=noise)
     windows = eval_windows(val_data, curve_windows, train_data.seq_len)

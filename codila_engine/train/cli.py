@@ -92,6 +92,9 @@ def add_train_subcommands(subparsers) -> None:
                     help="whole packages for validation and the learning curve (repeatable; never trained on)")
     _loop_args(ad)
     ad.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
+    ad.add_argument("--init-adapter", type=Path, default=None,
+                    help="warm start from a dlm-adapt checkpoint, e.g. codila_engine/assets/qwen2.5-coder-0.5b-dlm-adapter "
+                         "(default: new adapters)")
     ad.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                     help="base weights and compute (default: auto, bfloat16 where the CPU is fast at it)")
     ad.add_argument("--rank", type=int, default=16, help="LoRA rank on every linear layer (default: 16)")
@@ -100,7 +103,7 @@ def add_train_subcommands(subparsers) -> None:
     ad.add_argument("--pad-fraction", type=float, default=0.1, help="sequences masked as a padded span (default: 0.1)")
     ad.add_argument("--curve-windows", type=int, default=10, help="held-out windows for top-1 at each validation")
     ad.set_defaults(func=run_dlm_adapt, batch_size=1, seq_len=256, lr=2e-4, clip_norm=1.0, val_every=100,
-                    held_out_fraction=0.0, init=None)
+                    held_out_fraction=0.0, init=None)  # init: _setup's, for the tokenizer; --init-adapter is ours
 
     cu = sub.add_parser("dlm-curve", help="plot a dlm-adapt run's learning curve (masked top-1 on held-out files)")
     cu.add_argument("--run", type=Path, required=True, help="the dlm-adapt --out folder")
@@ -247,7 +250,8 @@ def run_dlm_adapt(args) -> None:
     noise = DlmNoise(span_fraction=args.span_fraction, pad_fraction=args.pad_fraction)
     dtype = default_dtype(device, None if args.dtype == "auto" else args.dtype)
     _finish(args, train_adapt(tokenizer, base, data.train, data.held_out, cfg, device=device, dtype=dtype,
-                              rank=args.rank, mask_lr=args.mask_lr, noise=noise, curve_windows=args.curve_windows))
+                              rank=args.rank, mask_lr=args.mask_lr, noise=noise, curve_windows=args.curve_windows,
+                              init=args.init_adapter))
 
 
 def run_dlm_curve(args) -> None:
