@@ -80,3 +80,16 @@ def test_engine_fast_path_commits_the_same_tokens(sharp_engine):
         pytest.fail("no threshold gave a mixed dynamic run")
     fast = sharp_engine.decode(PREFIX, SUFFIX, dyn.with_options(fast=True)).run()
     assert fast.ids == plain.ids and fast.stats.iterations == plain.stats.iterations
+
+
+def test_fast_path_gives_the_same_tokens_only_when_greedy(engine):
+    """What the README promises: --fast is token-identical at temperature 0; when sampling, each
+    path is reproducible from its seed, but the two consume random numbers differently."""
+    from codila_engine.config import DecodeConfig
+
+    def ids(**options):
+        return engine.decode("def add(a, b):\n", "", DecodeConfig(max_new_tokens=16, seed=3, **options)).run().ids
+
+    assert ids(temperature=0) == ids(temperature=0, fast=True)
+    assert ids(temperature=0.7, fast=True) == ids(temperature=0.7, fast=True)
+    assert ids(temperature=0.7) != ids(temperature=0.7, fast=True)
