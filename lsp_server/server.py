@@ -65,6 +65,7 @@ class Job:
     mask_tokens: int
     label: str  # for logs: what was asked where
     single_line: bool = False  # the fill is one line (fim stops at its end)
+    progress: object = None  # the request's workDoneToken: decoding progress goes there
 
 
 class CodilaServer(LanguageServer):
@@ -102,14 +103,48 @@ class CodilaServer(LanguageServer):
 
     async def load_models(self) -> None:
         s = self.settings
-        self.log(f"loading models (dlm={s.dlm or 'default'}, ar={s.ar or 'default'}, device={s.device or 'auto'})")
+        what = f"dlm={s.dlm or 'default'}, ar={s.ar or 'default'}, device={s.device or 'auto'}"
+        self.log(f"loading models ({what})")
+        token = await self.server_progress("codila: loading models", what)
         t0 = time.perf_counter()
         try:
             await self.worker.load(*s.model_key)
         except ModelsUnavailable as exc:
+            self.progress_end(token, "failed")
             self.tell(str(exc))
             return
-        self.log(f"models loaded in {time.perf_counter() - t0:.1f}s: {self.worker.models.name}")
+        done = f"models loaded in {time.perf_counter() - t0:.1f}s: {self.worker.models.name}"
+        self.progress_end(token, done)
+        self.log(done)
+
+    # --- work-done progress ($/progress), for clients that show it -----------------------
+    async def server_progress(self, title: str, message: str):
+        """A server-initiated progress shown by the client, or None if it does not show any."""
+        window = self.client_capabilities.window if self.client_capabilities else None
+        if not (window and window.work_done_progress):
+            return None
+        token = f"codila-{next(self.ids)}"
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), 5)
+        except Exception as exc:  # a client that does not answer or refuses: no progress, nothing else lost
+            log.warning("no progress shown: window/workDoneProgress/create failed: %s", exc)
+            return None
+        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, message=message))
+        return token
+
+    def progress_begin(self, token, title: str, message: str) -> None:
+        if token is not None:
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, message=message,
+                                                                             percentage=0))
+
+    def progress_report(self, token, message: str, percentage: int) -> None:
+        if token is not None:
+            self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message,
+                                                                               percentage=percentage))
+
+    def progress_end(self, token, message: str) -> None:
+        if token is not None:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
 
     # --- documents ---------------------------------------------------------------------
     def document(self, uri: str):
@@ -157,14 +192,23 @@ class CodilaServer(LanguageServer):
         cfg = self.settings.decode.with_options(max_new_tokens=job.mask_tokens, single_line=job.single_line)
         t0 = time.perf_counter()
 
+        self.progress_begin(job.progress, "codila: decoding", job.label)
+        committed = 0
+
         def on_event(event: Event) -> None:
+            nonlocal committed
             if not cancel.is_set():
                 self.draft(job, rid, job.lead + event.draft, done=False)
+                committed += len(event.positions)
+                self.progress_report(job.progress, f"{committed} of {cfg.span_tokens} tokens",
+                                     min(100, 100 * committed // cfg.span_tokens))
 
         def on_done(result: Result) -> None:
             """Log when the decode really ends, also after the request was cancelled."""
             total = time.perf_counter() - t0
             s = result.stats
+            self.progress_end(job.progress, f"{'cancelled' if result.cancelled else 'done'}: {s.text_tokens} tokens, "
+                                            f"{s.tokens_per_s:.1f} tokens/s ({result.decoder} decoder)")
             first = s.first_commit_s if s.first_commit_s is not None else total
             model = self.worker.models.name if self.worker.models else "?"
             self.log(f"{job.label}: {'cancelled' if result.cancelled else 'done'} ({result.decoder} decoder, {model}), "
@@ -199,7 +243,7 @@ class CodilaServer(LanguageServer):
         model = self.worker.models.name if self.worker.models else None
         return {**result.stats.as_dict(), "decoder": result.decoder, "model": model}
 
-    def inline_job(self, uri: str, position: types.Position) -> tuple[Job, Span]:
+    def inline_job(self, uri: str, position: types.Position, progress=None) -> tuple[Job, Span]:
         doc = self.document(uri)
         text = doc.source
         offset = self.offset(text, position)
@@ -209,7 +253,7 @@ class CodilaServer(LanguageServer):
             uri=uri, prefix=text[: span.start] + lead, suffix=text[span.end :], lead=lead,
             range=self.to_range(text, span.start, span.end), mask_tokens=span.mask_tokens,
             label=f"inline {span.kind} at {position.line + 1}:{position.character + 1}",
-            single_line=span.kind == "line_rest",
+            single_line=span.kind == "line_rest", progress=progress,
         ), span
 
     async def infill_job(self, params: InfillParams) -> Job:
@@ -284,7 +328,7 @@ async def inline_completion(ls: CodilaServer, params: types.InlineCompletionPara
         # the item would have to extend the popup's choice; leave that moment to the popup
         return types.InlineCompletionList(items=[])
     ls.supersede(params.text_document.uri)
-    job, span = ls.inline_job(params.text_document.uri, params.position)
+    job, span = ls.inline_job(params.text_document.uri, params.position, params.work_done_token)
     result, text = await ls.run(job)
     if result is None:
         return types.InlineCompletionList(items=[])

@@ -260,3 +260,40 @@ def test_log_records_reach_the_client_with_their_level():
     loop.close()
     assert sent == [(types.MessageType.Warning, "a library warning"), (types.MessageType.Error, "a real error")]
     logger.removeHandler(handler)
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"]))
+async def progress_client(lsp_client: LanguageClient, tiny_pair):
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=types.ClientCapabilities(window=types.WindowClientCapabilities(work_done_progress=True)),
+        initialization_options={"dlm": str(tiny_pair[0]), "ar": str(tiny_pair[1]), "device": "cpu", "blockSize": 4,
+                                "spanCaps": {"nextStatement": 12}},
+    ))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_loading_and_decoding_progress_reach_the_client_as_work_done_progress(progress_client: LanguageClient):
+    client = progress_client
+    for _ in range(200):
+        if any(isinstance(v, types.WorkDoneProgressEnd) for vs in client.progress_reports.values() for v in vs):
+            break
+        await asyncio.sleep(0.05)
+    (load,) = [vs for vs in client.progress_reports.values() if vs and getattr(vs[0], "title", "") ==
+               "codila: loading models"]
+    assert isinstance(load[-1], types.WorkDoneProgressEnd) and "models loaded" in load[-1].message
+    open_doc(client)
+    params = inline_params(1, 16)
+    params.work_done_token = "decode-1"
+    client.progress_reports["decode-1"] = []  # a client-initiated token
+    await client.text_document_inline_completion_async(params)
+    for _ in range(100):
+        if client.progress_reports["decode-1"] and isinstance(client.progress_reports["decode-1"][-1],
+                                                              types.WorkDoneProgressEnd):
+            break
+        await asyncio.sleep(0.05)
+    values = client.progress_reports["decode-1"]
+    assert isinstance(values[0], types.WorkDoneProgressBegin) and values[0].title == "codila: decoding"
+    reports = [v.percentage for v in values if isinstance(v, types.WorkDoneProgressReport)]
+    assert reports == sorted(reports) and reports[-1] == 100 and len(reports) == 3  # 12 masks, blocks of 4
+    assert isinstance(values[-1], types.WorkDoneProgressEnd) and "tokens/s" in values[-1].message
