@@ -200,10 +200,6 @@ class Models:
     ar: str | None
     name: str  # what outputs say produced the text
 
-    @property
-    def key(self) -> tuple:
-        return (self.dlm, self.ar)
-
 
 def model_folders(dlm: str | Path | None, ar: str | Path | None, decoder: str | None = None, *,
                   flags: tuple[str, str] = ("--dlm", "--ar"), cache_dir: str | None = None,

@@ -23,7 +23,7 @@ from pygls.lsp.server import LanguageServer
 from codila_engine.events import Event, Result
 from lsp_server import fill
 from lsp_server.params import InfillParams, parse_infill_params
-from lsp_server.positions import PositionError, offsets_to_range, position_to_offset, range_to_offsets
+from lsp_server.positions import PositionError, offsets_to_range, position_to_offset
 from lsp_server.settings import Settings, SettingsError, apply_options, describe
 from lsp_server.spans import Span, choose_span, language_error
 from lsp_server.worker import DecodeWorker, ModelsUnavailable

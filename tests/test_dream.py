@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 
 from codila_engine.canvas import Canvas
-from codila_engine.clock import Clock
 from codila_engine.config import DecodeConfig
 from codila_engine.decoding import Decoding
 from codila_engine.dream import DreamSampler, dream_filter, dream_sample, transfer_count
