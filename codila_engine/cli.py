@@ -220,7 +220,7 @@ def read_text(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
     file = Path(path)
-    if not file.is_file():
+    if not file.exists() or file.is_dir():  # pipes (<(...), /dev/stdin) are fine
         raise UsageError(f"{path} is not a file")
     try:
         return file.read_text(encoding="utf-8")

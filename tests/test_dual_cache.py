@@ -43,5 +43,5 @@ def test_stale_cache_still_decodes_the_whole_span(engine):
 def test_refresh_must_be_positive(engine):
     with pytest.raises(ValueError, match="refresh >= 1"):
         DualCacheDLM(engine.dlm, 0)
-    with pytest.raises(ValueError, match="dual_cache must be >= 0"):
+    with pytest.raises(ValueError, match="option dual_cache: must be >= 0 iterations"):
         DecodeConfig(dual_cache=-1)

@@ -144,7 +144,7 @@ def test_canvas_rejects_partial_blocks():
 def test_config_validation_and_rounding():
     assert DecodeConfig(max_new_tokens=10, block_size=4).span_tokens == 12
     assert DecodeConfig(block_size=4).k == 4 and DecodeConfig(tokens_per_step=1).k == 1
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="option mode: must be one of static, dynamic, got 'fast'"):
         DecodeConfig(mode="fast")
     with pytest.raises(ValueError, match="unknown decoding option"):
         DecodeConfig().with_options(blocksize=3)
