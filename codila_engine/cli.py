@@ -243,6 +243,27 @@ def cmd_infill(args: argparse.Namespace) -> int:
     return run_decode(args, read_text(args.prefix_file), suffix)
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already states it (a switch's
+    default is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or isinstance(action.default, bool)
+                or action.default in (None, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def parsers(parser: argparse.ArgumentParser):
+    """The parser and every subcommand's, depth first."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from parsers(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codila", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_subcommands(sub)
     add_bench_subcommand(sub)
     add_models_subcommand(sub)
+    for each in parsers(parser):
+        each.formatter_class = DefaultsFormatter
+        for action in each._actions:  # argparse prints no help line at all for help=None
+            if action.help is None and action.option_strings:
+                action.help = ""
+                action.help = DefaultsFormatter(each.prog)._get_help_string(action) or None
     return parser
 
 

@@ -111,3 +111,21 @@ def test_help_shows_defaults_and_units(capsys):
     for text in ("(default: 4 tokens)", "(default: 0.3 nats)", "(default: 10 blocks)", "(default: 64 tokens)",
                  "(default: auto)", "(default: 0.1)", "(default: 0 = exact)"):
         assert text in help_text, text
+
+
+def test_every_option_of_every_subcommand_shows_its_default(capsys):
+    import argparse
+
+    from codila_engine.cli import DefaultsFormatter, build_parser, parsers
+
+    missing = []
+    for parser in parsers(build_parser()):
+        formatter = DefaultsFormatter(parser.prog)
+        for action in parser._actions:
+            if action.option_strings and not isinstance(action.default, bool) and action.default not in (
+                    None, argparse.SUPPRESS) and "default" not in formatter._get_help_string(action):
+                missing.append(f"{parser.prog} {action.option_strings[-1]}")
+    assert missing == []
+    with pytest.raises(SystemExit):
+        main(["train", "dlm-adapt", "--help"])
+    assert "(default: 256)" in " ".join(capsys.readouterr().out.split())  # --seq-len
