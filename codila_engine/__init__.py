@@ -14,4 +14,14 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 from codila_engine.config import DecodeConfig  # noqa: E402
 from codila_engine.events import Event, Result, Stats  # noqa: E402
 
-__all__ = ["DecodeConfig", "Event", "Result", "Stats"]
+__all__ = ["DecodeConfig", "Event", "Result", "Stats", "installed_version"]
+
+
+def installed_version() -> str | None:
+    """codila's version from its installed metadata; None when running from an uninstalled tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("codila")
+    except PackageNotFoundError:
+        return None

@@ -29,6 +29,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
+from codila_engine import installed_version
 from codila_engine.checkpoint import DamagedModel, ModelFolderError
 
 MANIFEST = "codila-prepared.json"
@@ -352,7 +353,7 @@ def _build(spec: GgufSource, parts: list[Path], tmp: Path, progress: bool, conve
     except (OSError, ValueError, AttributeError):
         dtype = None
     manifest = {"source": spec.name, "gguf_sha256": spec.sha256, "dtype": dtype, "files": entries,
-                "prepared": datetime.now(timezone.utc).isoformat(timespec="seconds"), "codila": _codila_version()}
+                "prepared": datetime.now(timezone.utc).isoformat(timespec="seconds"), "codila": installed_version()}
     with open(tmp / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=2)
         f.flush()
@@ -418,13 +419,6 @@ def _human(n: int) -> str:
             return f"{n:.0f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
-
-
-def _codila_version() -> str | None:
-    try:
-        return metadata.version("codila")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _reinstall(spec: GgufSource) -> str:

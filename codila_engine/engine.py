@@ -65,11 +65,13 @@ class Engine:
         ar_path: str | Path | None = None,
         *,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         think_ids: tuple[int, int] | None = None,
     ) -> "Engine":
+        """`dtype`: a torch dtype, or a name as `--dtype` takes it (None or "auto": chosen per machine)."""
         device = torch.device(device) if device is not None else default_device()
-        dtype = dtype or default_dtype(device)
+        if not isinstance(dtype, torch.dtype):
+            dtype = default_dtype(device, dtype)
         dlm = DreamDLM.load(dlm_path, device, dtype) if dlm_path is not None else None
         ar = LocalAR.load(ar_path, device, dtype) if ar_path is not None else None
         return cls(dlm, ar, think_ids)

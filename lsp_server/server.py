@@ -20,6 +20,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
+from codila_engine import installed_version
 from codila_engine.events import Event, Result
 from lsp_server import fill
 from lsp_server.params import InfillParams, parse_infill_params
@@ -32,15 +33,6 @@ log = logging.getLogger(__name__)
 DRAFT = "codila/draft"
 INFILL = "codila/infill"
 INFILL_COMMAND = "codila.infillSelection"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("codila")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
 
 
 @dataclass
@@ -70,7 +62,7 @@ class Job:
 
 class CodilaServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("codila-lsp", _version())
+        super().__init__("codila-lsp", installed_version() or "unknown")
         self.settings = Settings()
         self.worker = DecodeWorker()
         self.active: dict[str, list[Active]] = {}

@@ -33,9 +33,7 @@ class DecodeWorker:
     def _engine_for(self, dlm: str | None, ar: str | None, device: str | None, dtype: str | None = None,
                     cache_dir: str | None = None):
         """Load (or reuse) the engine; runs on the worker thread only."""
-        import torch
-
-        from codila_engine.checkpoint import default_device, default_dtype, model_folders
+        from codila_engine.checkpoint import model_folders
         from codila_engine.engine import Engine
 
         key = (dlm, ar, device, dtype, cache_dir)
@@ -45,8 +43,7 @@ class DecodeWorker:
         try:
             models = model_folders(dlm, ar, flags=("the `dlm` setting", "the `ar` setting"), cache_dir=cache_dir,
                                    progress=False)  # no progress bars in the client's log; one line each step
-            torch_device = torch.device(device) if device else default_device()
-            engine = Engine.load(models.dlm, models.ar, device=torch_device, dtype=default_dtype(torch_device, dtype))
+            engine = Engine.load(models.dlm, models.ar, device=device or None, dtype=dtype)
         except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: torch's, for an unknown device
             raise ModelsUnavailable(f"could not load the models: {exc}") from exc
         log.info("loaded %s (%s on %s)", models.name, str(engine.dtype).removeprefix("torch."), engine.device)
