@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -17,6 +19,24 @@ def say(line: str) -> None:
     print(f"codila: {line}", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def quiet_transformers():
+    """transformers' warnings, info lines and progress bars off meanwhile: ours say what happens."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool) -> None:
     """GGUF -> Hugging Face folder: bfloat16 safetensors, lm_head tied to the embeddings, tokenizer.json.
 
@@ -24,23 +44,17 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool) -> None:
     uses for qwen2, minus its `accelerate` requirement) straight into bfloat16. transformers'
     warnings and progress bars are silenced meanwhile; ours say what happens.
     """
-    import warnings
-
     import torch
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.initialization import no_init_weights
-    from transformers.utils import logging as hf_logging
 
     where, name = str(gguf_path.parent), gguf_path.name
-    verbosity, bars, reader_bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), gguf_utils.tqdm
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    reader_bar = gguf_utils.tqdm
     gguf_utils.tqdm = lambda tensors, desc=None: tqdm(tensors, desc="converting weights", unit="tensor",
                                                       file=sys.stderr, disable=not progress)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_transformers():
             say("converting: reading the tokenizer and config (about half a minute), then the weights")
             tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
             config = AutoConfig.from_pretrained(where, gguf_file=name)
@@ -53,9 +67,6 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool) -> None:
             save_hf_folder(model, tensors, tokenizer, out_dir)
     finally:
         gguf_utils.tqdm = reader_bar
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def save_hf_folder(model, tensors: dict, tokenizer, out_dir: Path) -> None:
@@ -82,5 +93,6 @@ def convert_adapted(gguf_path: Path, out_dir: Path, progress: bool, adapter: Pat
     base = out_dir / "base"
     convert_gguf(gguf_path, base, progress)
     say("converting: merging the DLM adapter (Dream format)")
-    export_dream(adapter, base, out_dir)
+    with quiet_transformers():  # peft's deprecation warnings are not the user's business
+        export_dream(adapter, base, out_dir)
     shutil.rmtree(base)
