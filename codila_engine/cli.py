@@ -294,7 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
         each.formatter_class = DefaultsFormatter
         for action in each._actions:  # argparse prints no help line at all for help=None
             if action.help is None and action.option_strings:
-                action.help = ""
                 action.help = DefaultsFormatter(each.prog)._get_help_string(action) or None
     return parser
 
