@@ -108,8 +108,8 @@ class Engine:
         return tuple(name for name, ok in runs if ok)
 
     def decoder_for(self, decoder: str) -> str:
-        """The decoder that runs: `auto` is the first these models can run (codila, dlm, fim in
-        that order of preference, fim before dlm for an AR alone); others are checked."""
+        """The decoder that runs: `auto` is codila for a DLM + AR pair, fim for an AR alone, dlm
+        for a DLM alone; a named decoder is checked against the models."""
         if decoder == "auto":
             return "codila" if self.dlm and self.ar else "fim" if self.ar else "dlm"
         if decoder not in self.decoders():

@@ -11,7 +11,7 @@ Instruct weights never emit a stop token in FIM mode, so decoding stops at the f
   lines are compared as code: surrounding blanks and a trailing `#` comment do not count),
 - the end of the first line, for single-line requests,
 - the span's token limit.
-`stop_rules` decides on text (pure, tested on crafted streams); `FimSampler` turns its answer
+`StopRules.check` decides on text (pure, tested on crafted streams); `FimSampler` turns its answer
 into commits, holding back only the tokens of a line that might still turn out to be the repeat.
 """
 
