@@ -209,18 +209,18 @@ def add_bench_subcommand(subparsers) -> None:
                                             "`codila bench model`: the real model on this machine")
     p.add_argument("--shapes", choices=sorted(SHAPES), default=None,
                    help="model shapes (default: paper on CUDA, tiny elsewhere)")
-    p.add_argument("--block-sizes", type=int, nargs="+", default=[2, 4, 8])
-    p.add_argument("--prompt", type=int, default=256, help="prompt tokens")
-    p.add_argument("--span", type=int, default=768, help="masked tokens")
-    p.add_argument("--scope", type=int, default=10)
-    p.add_argument("--max-iterations", type=int, default=0, help="stop each run early (0: decode the whole span)")
-    p.add_argument("--init-std", type=float, default=0.02, help="std of the random weights")
+    p.add_argument("--block-sizes", type=int, nargs="+", default=[2, 4, 8], help="block sizes B to measure, in tokens")
+    p.add_argument("--prompt", type=int, default=256, help="prompt length, in tokens")
+    p.add_argument("--span", type=int, default=768, help="span length, in masked tokens")
+    p.add_argument("--scope", type=int, default=10, help="candidate blocks per iteration, in blocks")
+    p.add_argument("--max-iterations", type=int, default=0, help="stop each run after this many iterations (0: decode the whole span)")
+    p.add_argument("--init-std", type=float, default=0.02, help="standard deviation of the random weights (unitless)")
     p.add_argument("--dual-cache", type=int, default=0, metavar="N",
                    help="also run the approximate path: fast + dual cache refreshed every N iterations "
                         "(default: %(default)s = skip, as everywhere)")
-    p.add_argument("--device", help="default: cuda if available")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="also write the report here")
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    p.add_argument("--json", help="also write the report to this JSON file (default: print only)")
     p.set_defaults(func=cmd_bench)
     from codila_engine.bench_model import add_bench_model_subcommand
 

@@ -25,7 +25,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="where the default model is prepared (default: $CODILA_CACHE_DIR, "
                                             "else $XDG_CACHE_HOME/codila, else ~/.cache/codila)")
     parser.add_argument("--think-ids", type=int, nargs=2, metavar=("OPEN", "CLOSE"),
-                        help="override the AR's <think> and </think> ids")
+                        help="override the AR's <think> and </think> token ids (default: read from its tokenizer)")
 
 
 def add_decode_args(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +50,8 @@ def add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, metavar="N",
                         help="the span length, rounded up to whole blocks (default: %(default)s tokens)")
     parser.add_argument("--temperature", type=float, default=d.temperature,
-                        help="sampling temperature, 0 = greedy (default: %(default)s)")
-    parser.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass (default: %(default)s)")
+                        help="sampling temperature, unitless, 0 = greedy (default: %(default)s)")
+    parser.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling: probability mass kept, 0-1 (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed, help="sampling seed (default: %(default)s)")
     parser.add_argument("--fast", action="store_true",
                         help="static-shape AR decode, one CUDA graph per iteration on GPU (default: off)")
@@ -62,11 +62,11 @@ def add_decode_args(parser: argparse.ArgumentParser) -> None:
                         help="fim: the middle ends at the end of its first line (default: off)")
     dream = parser.add_argument_group("--decoder dream (Dream's own sampler)")
     dream.add_argument("--steps", type=int, default=None,
-                       help="DLM forwards for the span (default: one per token)")
-    dream.add_argument("--eps", type=float, default=None, help=f"the schedule's last time (default: {d.eps})")
+                       help="DLM forwards (steps) for the span (default: one per masked token)")
+    dream.add_argument("--eps", type=float, default=None, help=f"the schedule's last time, in (0, 1) (default: {d.eps})")
     dream.add_argument("--alg-temp", type=float, default=None,
                        help=f"0: commit the most confident; > 0: draw positions by confidence (default: {d.alg_temp})")
-    dream.add_argument("--top-k", type=int, default=None, help="keep the k likeliest tokens (default: off)")
+    dream.add_argument("--top-k", type=int, default=None, help="keep the k likeliest tokens per position (default: off)")
 
 
 DREAM_FLAGS = ("steps", "eps", "alg_temp", "top_k")
@@ -269,11 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="complete a prompt")
-    gen.add_argument("--prompt")
+    gen.add_argument("--prompt", help="the code to complete, as text (or --prompt-file)")
     gen.add_argument("--prompt-file", help="file with the prompt ('-' for stdin)")
     infill = sub.add_parser("infill", help="fill the middle between a prefix and a suffix")
-    infill.add_argument("--prefix-file", required=True)
-    infill.add_argument("--suffix-file", required=True)
+    infill.add_argument("--prefix-file", required=True, help="file with the code before the span ('-' for stdin)")
+    infill.add_argument("--suffix-file", required=True, help="file with the code after the span ('-' for stdin)")
     for p, fn in ((gen, cmd_generate), (infill, cmd_infill)):
         add_model_args(p)
         add_decode_args(p)

@@ -129,3 +129,24 @@ def test_every_option_of_every_subcommand_shows_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["train", "dlm-adapt", "--help"])
     assert "(default: 256)" in " ".join(capsys.readouterr().out.split())  # --seq-len
+
+
+# what a number's help may name as its unit (or say that it has none)
+UNITS = ("token", "block", "nats", "second", "step", "iteration", "sequence", "window", "feature", "layer", "head",
+         "byte", "thread", "task", "document", "run", "0-1", "(0, 1)", "unitless", "seed", "rank", "learning rate",
+         "norm", "per ", "the k ", "id")
+
+
+def test_every_option_that_takes_a_value_says_what_it_is_and_numbers_name_their_unit():
+    from codila_engine.cli import build_parser, parsers
+
+    vague = []
+    for parser in parsers(build_parser()):
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0:
+                continue
+            text = action.help or ""
+            numeric = action.type in (int, float)
+            if not text.split("(default")[0].strip() or (numeric and not any(unit in text for unit in UNITS)):
+                vague.append(f"{parser.prog} {action.option_strings[-1]}: {action.help!r}")
+    assert vague == []

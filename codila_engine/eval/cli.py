@@ -88,15 +88,15 @@ def add_eval_subcommands(subparsers) -> None:
     # "resolve": --max-tokens takes over add_decode_args' --max-new-tokens (same meaning, per infill)
     p = benchmarks.add_parser("humaneval-infilling", conflict_handler="resolve",
                               help="HumanEval-Infilling pass@1, syntax validity and speed via codila-lsp")
-    p.add_argument("--split", choices=sorted(SPLITS), default="single-line")
+    p.add_argument("--split", choices=sorted(SPLITS), default="single-line", help="which HumanEval-Infilling split")
     p.add_argument("--limit", type=int, help="N tasks spread over all problems, seeded (default: the whole split)")
     p.add_argument("--sample-seed", type=int, default=0, help="which tasks --limit picks (default: %(default)s)")
     p.add_argument("--server-cmd", help="command that starts the server over stdio "
                                         "(default: this Python running `-m lsp_server`, i.e. codila-lsp)")
     p.add_argument("--out", type=Path, help="folder for tasks.jsonl and summary.json "
                                             "(default: runs/eval/humaneval-SPLIT-TIME)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds each program may run its tests")
-    p.add_argument("--request-timeout", type=float, default=300.0, help="seconds to wait for one infill")
+    p.add_argument("--timeout", type=float, default=10.0, help="time each program may run its tests, in seconds")
+    p.add_argument("--request-timeout", type=float, default=300.0, help="time to wait for one infill, in seconds")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_model_args(p)
     add_decode_args(p)

@@ -357,20 +357,22 @@ def add_table_subcommand(benchmarks) -> None:
     p.add_argument("--device", default="cpu", help="where to decode (default cpu: the table reports CPU speed)")
     p.add_argument("--data-dir", action="append", help="training data folder (repeatable; held-out files come "
                                                        "from its held-out split)")
-    p.add_argument("--held-out-fraction", type=float, default=0.02, help="as given to `codila train`")
-    p.add_argument("--held-out-tasks", type=int, default=100, help="tasks per kind (single-line, multi-line)")
+    p.add_argument("--held-out-fraction", type=float, default=0.02, help="fraction of documents held out, 0-1, as given to `codila train`")
+    p.add_argument("--held-out-tasks", type=int, default=100, help="held-out file tasks per kind (single-line, multi-line)")
     p.add_argument("--humaneval-limit", type=int, default=100,
                    help="N single-line tasks spread over all problems, the same for every row (0: skip)")
-    p.add_argument("--humaneval-max-tokens", type=int, default=24, help="masks per HumanEval infill")
-    p.add_argument("--block-sizes", type=int, nargs="+", default=list(BLOCK_SIZES), metavar="B")
+    p.add_argument("--humaneval-max-tokens", type=int, default=24, help="span per HumanEval infill, in masked tokens")
+    p.add_argument("--block-sizes", type=int, nargs="+", default=list(BLOCK_SIZES), metavar="B",
+                   help="CoDiLA block sizes, in tokens")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS), metavar="TAU",
                    help="dynamic-mode thresholds (mean entropy in nats)")
     p.add_argument("--configs", nargs="+", choices=FAMILIES, default=list(FAMILIES), metavar="FAMILY",
                    help=f"configuration families to run, of {', '.join(FAMILIES)} (default: all that the models "
                         "can run: fim alone for the default model)")
-    p.add_argument("--temperature", type=float, default=DecodeConfig().temperature)
-    p.add_argument("--seed", type=int, default=DecodeConfig().seed)
-    p.add_argument("--threads", type=int, help="CPU threads for torch (and the servers)")
+    p.add_argument("--temperature", type=float, default=DecodeConfig().temperature,
+                   help="sampling temperature of every row, unitless, 0 = greedy")
+    p.add_argument("--seed", type=int, default=DecodeConfig().seed, help="sampling seed of every row")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and the servers (default: torch's choice)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/eval/table-TIME)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=cmd_table)

@@ -23,8 +23,9 @@ def _data_args(p: argparse.ArgumentParser, windows: bool = True) -> None:
                    help="JSONL of instruction/response pairs or chat messages (repeatable)")
     g.add_argument("--humaneval-dir", type=Path, default=None,
                    help="HumanEval infilling files to keep out of training (default: the packaged copy)")
-    g.add_argument("--held-out-fraction", type=float, default=0.02, help="documents held out for validation")
-    g.add_argument("--max-documents", type=int, default=None, help="use a fixed sample of this many documents")
+    g.add_argument("--held-out-fraction", type=float, default=0.02,
+                   help="fraction of documents held out for validation, 0-1")
+    g.add_argument("--max-documents", type=int, default=None, help="use a fixed sample of this many documents (default: all)")
     if windows:
         g.add_argument("--pack", action="store_true",
                        help="train on back-to-back windows of the concatenated files instead of one padded "
@@ -37,29 +38,30 @@ def _model_args(p: argparse.ArgumentParser, defaults: ModelSize) -> None:
     g.add_argument("--tokenizer", type=Path, default=None,
                    help="tokenizer folder (default: the --init folder, or <out>/last on --resume)")
     g.add_argument("--init", type=Path, default=None, help="start from this model folder instead of a new model")
-    for name, help_ in [("hidden", "hidden size"), ("layers", "transformer layers"), ("heads", "attention heads"),
-                        ("kv_heads", "key/value heads"), ("intermediate", "MLP size"),
-                        ("max_positions", "longest sequence the model supports")]:
+    for name, help_ in [("hidden", "hidden size, in features"), ("layers", "transformer layers"),
+                        ("heads", "attention heads"), ("kv_heads", "key/value heads"),
+                        ("intermediate", "MLP size, in features"),
+                        ("max_positions", "longest sequence the model supports, in tokens")]:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=help_)
 
 
 def _loop_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--out", type=Path, required=True, help="output folder (best/, last/, log.jsonl)")
-    g.add_argument("--steps", type=int, default=2000)
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--steps", type=int, default=2000, help="optimizer steps to train to")
+    g.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch")
     g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--seq-len", type=int, default=512)
-    g.add_argument("--lr", type=float, default=3e-4)
-    g.add_argument("--warmup-ratio", type=float, default=0.03)
-    g.add_argument("--clip-norm", type=float, default=7.0)
-    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--seq-len", type=int, default=512, help="tokens per training sequence")
+    g.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (AdamW, cosine decay)")
+    g.add_argument("--warmup-ratio", type=float, default=0.03, help="fraction of --steps spent warming up, 0-1")
+    g.add_argument("--clip-norm", type=float, default=7.0, help="gradient clipping, max global L2 norm")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay, per step")
     g.add_argument("--val-every", type=int, default=200, help="validate and checkpoint every N steps")
-    g.add_argument("--val-batches", type=int, default=8)
+    g.add_argument("--val-batches", type=int, default=8, help="held-out batches per validation")
     g.add_argument("--resume", action="store_true", help="continue from <out>/last")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    g.add_argument("--seed", type=int, default=0, help="seed of data order and noise")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 def add_train_subcommands(subparsers) -> None:
@@ -69,17 +71,17 @@ def add_train_subcommands(subparsers) -> None:
     tok = sub.add_parser("tokenizer", help="byte-level BPE on Python sources")
     _data_args(tok, windows=False)
     tok.add_argument("--out", type=Path, required=True, help="folder for tokenizer.json and its configs")
-    tok.add_argument("--vocab-size", type=int, default=8192)
-    tok.add_argument("--max-bytes", type=int, default=100_000_000, help="train on at most this much text")
+    tok.add_argument("--vocab-size", type=int, default=8192, help="tokens in the vocabulary")
+    tok.add_argument("--max-bytes", type=int, default=100_000_000, help="train on at most this much text, in bytes")
     tok.set_defaults(func=run_tokenizer)
 
     dlm = sub.add_parser("dlm", help="masked-diffusion pretraining of a Dream-format DLM")
     _data_args(dlm)
     _model_args(dlm, ModelSize(layers=6))
     _loop_args(dlm)
-    dlm.add_argument("--span-fraction", type=float, default=0.3, help="sequences masked as spans")
+    dlm.add_argument("--span-fraction", type=float, default=0.3, help="fraction of sequences masked as spans, 0-1")
     dlm.add_argument("--pad-fraction", type=float, default=0.2,
-                     help="sequences masked as a span with padding inserted (variable-length infilling)")
+                     help="fraction of sequences masked as a span with padding inserted (variable-length infilling), 0-1")
     dlm.add_argument("--objective", choices=("diffusion", "causal"), default="diffusion",
                      help="causal: next-token training of the same model with causal attention, the AR start "
                           "Dream adapts from (then run again with --init and the diffusion objective)")
@@ -99,22 +101,22 @@ def add_train_subcommands(subparsers) -> None:
                     help="base weights and compute (default: auto, bfloat16 where the CPU is fast at it)")
     ad.add_argument("--rank", type=int, default=16, help="LoRA rank on every linear layer (default: 16)")
     ad.add_argument("--mask-lr", type=float, default=1e-3, help="learning rate of the mask vector (default: 1e-3)")
-    ad.add_argument("--span-fraction", type=float, default=0.4, help="sequences masked as spans (default: 0.4)")
-    ad.add_argument("--pad-fraction", type=float, default=0.1, help="sequences masked as a padded span (default: 0.1)")
-    ad.add_argument("--curve-windows", type=int, default=10, help="held-out windows for top-1 at each validation")
+    ad.add_argument("--span-fraction", type=float, default=0.4, help="fraction of sequences masked as spans, 0-1 (default: 0.4)")
+    ad.add_argument("--pad-fraction", type=float, default=0.1, help="fraction of sequences masked as a padded span, 0-1 (default: 0.1)")
+    ad.add_argument("--curve-windows", type=int, default=10, help="held-out windows (of --seq-len tokens) for top-1 at each validation")
     ad.set_defaults(func=run_dlm_adapt, batch_size=1, seq_len=256, lr=2e-4, clip_norm=1.0, val_every=100,
                     held_out_fraction=0.0, init=None)  # init: _setup's, for the tokenizer; --init-adapter is ours
 
     cu = sub.add_parser("dlm-curve", help="plot a dlm-adapt run's learning curve (masked top-1 on held-out files)")
     cu.add_argument("--run", type=Path, required=True, help="the dlm-adapt --out folder")
     cu.add_argument("--out", type=Path, required=True, help="PNG to write")
-    cu.add_argument("--tokens-per-step", type=int, default=256, help="batch x sequence length (default: 256)")
+    cu.add_argument("--tokens-per-step", type=int, default=256, help="tokens per step: batch x sequence length (default: 256)")
     cu.set_defaults(func=run_dlm_curve)
 
     ex = sub.add_parser("dlm-export", help="merge a dlm-adapt checkpoint into a Dream-format model folder")
     ex.add_argument("--adapter", type=Path, required=True, help="a dlm-adapt checkpoint (e.g. OUT/best)")
     ex.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
-    ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--out", type=Path, required=True, help="the Dream-format model folder to write")
     ex.set_defaults(func=run_dlm_export)
 
     ar = sub.add_parser("ar-pretrain", help="next-token pretraining of a Qwen3 AR")
@@ -131,7 +133,8 @@ def add_train_subcommands(subparsers) -> None:
     co.add_argument("--tokenizer", type=Path, default=None, help="default: the --init folder")
     co.add_argument("--block-size", type=int, nargs="+", default=[2, 4, 8],
                     help="block sizes B; each step draws one, so one AR serves all of them")
-    co.add_argument("--conditioning", choices=("soft", "top1"), default="soft")
+    co.add_argument("--conditioning", choices=("soft", "top1"), default="soft",
+                    help="soft: marginal x AR embeddings; top1: the DLM's argmax")
     co.set_defaults(func=run_ar_codila)
 
 
