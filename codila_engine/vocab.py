@@ -1,8 +1,9 @@
 """The vocabulary interface between DLM and AR (paper, Appendix A.1.2).
 
 The DLM's marginals reach the AR by token id, so both tokenizers must agree on every id they
-both use. The only tolerated difference is a special token the DLM added for itself (Dream's
-`<|mask|>` and `<|beginoftext|>` at 151666/151665, where Qwen3 has tool-response tokens): those
+both use. The only tolerated difference is a special token one model added for itself (Dream's
+`<|mask|>` and `<|beginoftext|>` at 151666/151665, where Qwen3 has tool-response tokens; the
+adapted AR's `<think>` at 151667, where the adapted DLM keeps the GGUF's `[PAD151667]`): those
 ids are dropped from the marginal, as are ids the AR lacks and the mask id.
 """
 
@@ -41,17 +42,17 @@ def _special_ids(tokenizer) -> set[int]:
 
 
 def shared_ids(dlm_tokenizer, ar_tokenizer) -> tuple[list[int], list[int]]:
-    """Ids the AR receives, and DLM-only special ids that are dropped.
+    """Ids the AR receives, and ids where one model has a special token of its own (dropped).
 
     Raises VocabularyMismatch naming the first differing ids otherwise.
     """
     dlm, ar = _vocab(dlm_tokenizer), _vocab(ar_tokenizer)
-    dlm_special = _special_ids(dlm_tokenizer)
+    special = _special_ids(dlm_tokenizer) | _special_ids(ar_tokenizer)
     keep, dropped, clashes = [], [], []
     for i in sorted(dlm.keys() & ar.keys()):
         if dlm[i] == ar[i]:
             keep.append(i)
-        elif i in dlm_special:
+        elif i in special:
             dropped.append(i)
         else:
             clashes.append(i)

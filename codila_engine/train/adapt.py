@@ -99,24 +99,33 @@ def load_base(base_folder: str | Path, device: torch.device, dtype: torch.dtype)
     return model
 
 
-def new_adapted(base_folder, device, dtype, rank: int = 16, alpha: int = 32, mask_init: str = "<|endoftext|>",
-                tokens: dict[str, int] = DREAM_TOKENS) -> AdaptedDLM:
-    """Fresh adapters (LoRA B = 0: at first the model computes exactly the base) and a mask vector
-    started from `mask_init`'s embedding (measured best of the rows tried: see the README)."""
+def new_lora(base, rank: int = 16, alpha: int = 32):
+    """Fresh LoRA adapters on every linear layer (B = 0: at first the model computes exactly the base)."""
     from peft import LoraConfig, get_peft_model
 
+    return get_peft_model(base, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0,
+                                           target_modules=list(LORA_TARGETS)))
+
+
+def load_lora(folder: str | Path, base_folder, device, dtype):
+    """The base with a checkpoint's adapters, trainable (to resume or warm-start)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_base(base_folder, device, dtype), str(folder), is_trainable=True)
+
+
+def new_adapted(base_folder, device, dtype, rank: int = 16, alpha: int = 32, mask_init: str = "<|endoftext|>",
+                tokens: dict[str, int] = DREAM_TOKENS) -> AdaptedDLM:
+    """Fresh adapters and a mask vector started from `mask_init`'s embedding (measured best of the
+    rows tried: see the README)."""
     base = load_base(base_folder, device, dtype)
     init_id = dream_tokenizer(base_folder, tokens).convert_tokens_to_ids(mask_init)
     mask = base.get_input_embeddings().weight[init_id].detach().clone()
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS))
-    return AdaptedDLM(get_peft_model(base, config), mask, tokens["<|mask|>"])
+    return AdaptedDLM(new_lora(base, rank, alpha), mask, tokens["<|mask|>"])
 
 
 def load_adapted(folder: str | Path, base_folder, device, dtype, tokens: dict[str, int] = DREAM_TOKENS) -> AdaptedDLM:
-    from peft import PeftModel
-
-    base = load_base(base_folder, device, dtype)
-    peft_model = PeftModel.from_pretrained(base, str(folder), is_trainable=True)
+    peft_model = load_lora(folder, base_folder, device, dtype)
     mask = load_file(str(Path(folder) / MASK_FILE))["mask_vector"].to(device)
     return AdaptedDLM(peft_model, mask, tokens["<|mask|>"])
 

@@ -33,6 +33,20 @@ def _data_args(p: argparse.ArgumentParser, windows: bool = True) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
+def _adapt_args(p: argparse.ArgumentParser, command: str, shipped: str) -> None:
+    """What dlm-adapt and ar-adapt share: data with held-out packages, the loop, base, warm start, LoRA."""
+    _data_args(p)
+    p.add_argument("--held-out-dir", action="append", default=[], metavar="DIR",
+                   help="whole packages for validation and the learning curve (repeatable; never trained on)")
+    _loop_args(p)
+    p.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
+    p.add_argument("--init-adapter", type=Path, default=None,
+                   help=f"warm start from a {command} checkpoint, e.g. {shipped} (default: new adapters)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="base weights and compute (default: auto, bfloat16 where the CPU is fast at it)")
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank on every linear layer (default: 16)")
+
+
 def _model_args(p: argparse.ArgumentParser, defaults: ModelSize) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--tokenizer", type=Path, default=None,
@@ -89,17 +103,7 @@ def add_train_subcommands(subparsers) -> None:
 
     ad = sub.add_parser("dlm-adapt", help="adapt the default model (Qwen2.5-Coder-0.5B) into a Dream-format DLM "
                                           "with LoRA; checkpoints hold the adapter and the mask vector")
-    _data_args(ad)
-    ad.add_argument("--held-out-dir", action="append", default=[], metavar="DIR",
-                    help="whole packages for validation and the learning curve (repeatable; never trained on)")
-    _loop_args(ad)
-    ad.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
-    ad.add_argument("--init-adapter", type=Path, default=None,
-                    help="warm start from a dlm-adapt checkpoint, e.g. codila_engine/assets/qwen2.5-coder-0.5b-dlm-adapter "
-                         "(default: new adapters)")
-    ad.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                    help="base weights and compute (default: auto, bfloat16 where the CPU is fast at it)")
-    ad.add_argument("--rank", type=int, default=16, help="LoRA rank on every linear layer (default: 16)")
+    _adapt_args(ad, "dlm-adapt", "codila_engine/assets/qwen2.5-coder-0.5b-dlm-adapter")
     ad.add_argument("--mask-lr", type=float, default=1e-3, help="learning rate of the mask vector (default: 1e-3)")
     ad.add_argument("--span-fraction", type=float, default=0.4, help="fraction of sequences masked as spans, 0-1 (default: 0.4)")
     ad.add_argument("--pad-fraction", type=float, default=0.1, help="fraction of sequences masked as a padded span, 0-1 (default: 0.1)")
@@ -107,17 +111,31 @@ def add_train_subcommands(subparsers) -> None:
     ad.set_defaults(func=run_dlm_adapt, batch_size=1, seq_len=256, lr=2e-4, clip_norm=1.0, val_every=100,
                     held_out_fraction=0.0, init=None)  # init: _setup's, for the tokenizer; --init-adapter is ours
 
+    aa = sub.add_parser("ar-adapt", help="finetune the default model into CoDiLA's local AR on the default DLM's "
+                                         "soft tokens (LoRA + <think> rows); checkpoints hold the adapter and rows")
+    _adapt_args(aa, "ar-adapt", "codila_engine/assets/qwen2.5-coder-0.5b-ar-adapter")
+    aa.add_argument("--dlm", type=Path, default=None,
+                    help="the frozen Dream-format DLM folder (default: the default DLM, prepared on first use)")
+    aa.add_argument("--rows-lr", type=float, default=1e-3, help="learning rate of the two think rows (default: 1e-3)")
+    aa.add_argument("--block-size", type=int, nargs="+", default=[2, 4, 8],
+                    help="block sizes B in tokens; each step draws one, so one AR serves all of them")
+    aa.add_argument("--conditioning", choices=("soft", "top1"), default="soft",
+                    help="soft: marginal x AR embeddings; top1: the DLM's argmax")
+    aa.set_defaults(func=run_ar_adapt, batch_size=2, seq_len=256, lr=2e-4, clip_norm=1.0, val_every=100,
+                    held_out_fraction=0.0, init=None)
+
     cu = sub.add_parser("dlm-curve", help="plot a dlm-adapt run's learning curve (masked top-1 on held-out files)")
     cu.add_argument("--run", type=Path, required=True, help="the dlm-adapt --out folder")
     cu.add_argument("--out", type=Path, required=True, help="PNG to write")
     cu.add_argument("--tokens-per-step", type=int, default=256, help="tokens per step: batch x sequence length (default: 256)")
     cu.set_defaults(func=run_dlm_curve)
 
-    ex = sub.add_parser("dlm-export", help="merge a dlm-adapt checkpoint into a Dream-format model folder")
-    ex.add_argument("--adapter", type=Path, required=True, help="a dlm-adapt checkpoint (e.g. OUT/best)")
-    ex.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
-    ex.add_argument("--out", type=Path, required=True, help="the Dream-format model folder to write")
-    ex.set_defaults(func=run_dlm_export)
+    for name, kind, what in (("dlm-export", "dlm-adapt", "a Dream-format DLM"), ("ar-export", "ar-adapt", "a Qwen2 AR")):
+        ex = sub.add_parser(name, help=f"merge a {kind} checkpoint into {what} model folder")
+        ex.add_argument("--adapter", type=Path, required=True, help=f"a {kind} checkpoint (e.g. OUT/best)")
+        ex.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
+        ex.add_argument("--out", type=Path, required=True, help=f"the model folder to write ({what})")
+        ex.set_defaults(func=run_export, kind=kind)
 
     ar = sub.add_parser("ar-pretrain", help="next-token pretraining of a Qwen3 AR")
     _data_args(ar)
@@ -228,20 +246,19 @@ def run_dlm(args) -> None:
                             device=device, noise=noise))
 
 
-def run_dlm_adapt(args) -> None:
+def _adapt_setup(args, command: str, make_tokenizer):
+    """The base folder, loop config, device, dtype, tokenizer and data of dlm-adapt / ar-adapt."""
     from codila_engine.checkpoint import default_dtype
     from codila_engine.default_model import default_model_folder
-    from codila_engine.train.adapt import dream_tokenizer, train_adapt
     from codila_engine.train.corpus import Corpus, read_python_dirs
     from codila_engine.train.data import prepare_data
-    from codila_engine.train.masking import DlmNoise
 
     if not args.held_out_dir:
-        raise SystemExit("codila train dlm-adapt: give --held-out-dir DIR (whole packages kept for validation)")
+        raise SystemExit(f"codila train {command}: give --held-out-dir DIR (whole packages kept for validation)")
     base = args.base or default_model_folder()
     args.tokenizer = base
     cfg, device, _, _ = _setup(args)
-    tokenizer = dream_tokenizer(base)
+    tokenizer = make_tokenizer(base)
     train_corpus = _corpus(args)
     held_out, _ = read_python_dirs(args.held_out_dir, args.progress)
     corpus = Corpus(train_corpus.train, held_out, train_corpus.report)
@@ -250,11 +267,29 @@ def run_dlm_adapt(args) -> None:
         data.train, data.held_out = data.train.packed(), data.held_out.packed()
     print(f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
           f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens) from {', '.join(args.held_out_dir)}")
+    return base, cfg, device, default_dtype(device, None if args.dtype == "auto" else args.dtype), tokenizer, data
+
+
+def run_dlm_adapt(args) -> None:
+    from codila_engine.train.adapt import dream_tokenizer, train_adapt
+    from codila_engine.train.masking import DlmNoise
+
+    base, cfg, device, dtype, tokenizer, data = _adapt_setup(args, "dlm-adapt", dream_tokenizer)
     noise = DlmNoise(span_fraction=args.span_fraction, pad_fraction=args.pad_fraction)
-    dtype = default_dtype(device, None if args.dtype == "auto" else args.dtype)
     _finish(args, train_adapt(tokenizer, base, data.train, data.held_out, cfg, device=device, dtype=dtype,
                               rank=args.rank, mask_lr=args.mask_lr, noise=noise, curve_windows=args.curve_windows,
                               init=args.init_adapter))
+
+
+def run_ar_adapt(args) -> None:
+    from codila_engine.default_model import default_dlm_folder
+    from codila_engine.train.ar_adapt import ar_tokenizer, train_ar_adapt
+
+    base, cfg, device, dtype, tokenizer, data = _adapt_setup(args, "ar-adapt", ar_tokenizer)
+    dlm = args.dlm or default_dlm_folder()
+    _finish(args, train_ar_adapt(tokenizer, base, dlm, data.train, data.held_out, cfg, device=device, dtype=dtype,
+                                 rank=args.rank, rows_lr=args.rows_lr, block_sizes=tuple(args.block_size),
+                                 conditioning=args.conditioning, init=args.init_adapter))
 
 
 def run_dlm_curve(args) -> None:
@@ -267,11 +302,13 @@ def run_dlm_curve(args) -> None:
     print(f"wrote {args.out}")
 
 
-def run_dlm_export(args) -> None:
+def run_export(args) -> None:
     from codila_engine.default_model import default_model_folder
     from codila_engine.train.adapt import export_dream
+    from codila_engine.train.ar_adapt import export_ar
 
-    print(f"wrote {export_dream(args.adapter, args.base or default_model_folder(), args.out)}")
+    export = export_dream if args.kind == "dlm-adapt" else export_ar
+    print(f"wrote {export(args.adapter, args.base or default_model_folder(), args.out)}")
 
 
 def run_ar_pretrain(args) -> None:
