@@ -205,8 +205,9 @@ def model_folders(dlm: str | Path | None, ar: str | Path | None, decoder: str | 
                   flags: tuple[str, str] = ("--dlm", "--ar"), cache_dir: str | None = None,
                   progress: bool = True) -> Models:
     """The folders to load, in this order: the ones given (one alone runs the decoder it can);
-    the pair shipped in the package; the default model (Qwen2.5-Coder-0.5B: the AR for fim, or
-    for dlm and dream the DLM made from it with the shipped adapter). `decoder` (None: not known yet) is checked against what is given. `flags` are how
+    the pair shipped in the package; the default model (Qwen2.5-Coder-0.5B: the AR for fim and
+    auto; for dlm and dream the DLM made from it with the shipped adapter; for codila that DLM and
+    the CoDiLA AR made from it). `decoder` (None: not known yet) is checked against what is given. `flags` are how
     the caller's user names the folders (CLI flags or server settings). An empty string counts
     as not given (an unset `$DLM`)."""
     dlm, ar = (str(dlm) if dlm else None), (str(ar) if ar else None)
@@ -223,10 +224,16 @@ def model_folders(dlm: str | Path | None, ar: str | Path | None, decoder: str | 
     from codila_engine import default_model
 
     if decoder in ("dlm", "dream"):  # the default model adapted to masked diffusion (the shipped adapter)
-        folder = default_model.default_dlm_folder(cache_dir, progress=progress)
+        folder = default_model.adapted_folder("dlm", cache_dir, progress=progress)
         return Models(str(folder), None, f"{default_model.DEFAULT.name} DLM ({folder.name})")
-    if decoder not in (None, "auto", "fim"):
-        raise ValueError(f"the {decoder} decoder needs a DLM and a CoDiLA-finetuned AR: give {f_dlm} PATH and {f_ar} "
-                         f"PATH; the default model has no CoDiLA AR yet (it runs --decoder fim, dlm and dream)")
+    if decoder == "codila":  # that DLM and the default model finetuned into its CoDiLA AR (shipped adapters)
+        if default_model.adapted_source("ar") is None:
+            raise ValueError(f"the codila decoder needs a DLM and a CoDiLA-finetuned AR: give {f_dlm} PATH and {f_ar} "
+                             f"PATH; no CoDiLA AR adapter ships with this version (the default model runs "
+                             f"--decoder fim, dlm and dream)")
+        dlm_folder = default_model.adapted_folder("dlm", cache_dir, progress=progress)
+        ar_folder = default_model.adapted_folder("ar", cache_dir, progress=progress)
+        return Models(str(dlm_folder), str(ar_folder),
+                      f"{default_model.DEFAULT.name} DLM + CoDiLA AR ({dlm_folder.name}, {ar_folder.name})")
     folder = default_model.default_model_folder(cache_dir, progress=progress)
     return Models(None, str(folder), default_model.DEFAULT.name)

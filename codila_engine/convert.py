@@ -1,6 +1,6 @@
 """Turning the default model's bytes into model folders: the GGUF into an ordinary Hugging Face
-folder (bfloat16 safetensors, tied embeddings, tokenizer), and, for the default DLM, that folder
-with a dlm-adapt adapter merged into a Dream-format folder. `default_model.py` decides when and
+folder (bfloat16 safetensors, tied embeddings, tokenizer), and, for the default DLM and CoDiLA AR,
+that folder with a dlm-adapt / ar-adapt adapter merged in. `default_model.py` decides when and
 where (cache, lock, manifest); this module only converts.
 """
 
@@ -86,13 +86,15 @@ def save_hf_folder(model, tensors: dict, tokenizer, out_dir: Path) -> None:
     tokenizer.save_pretrained(str(out_dir))
 
 
-def convert_adapted(gguf_path: Path, out_dir: Path, progress: bool, adapter: Path) -> None:
-    """GGUF -> the base folder (as convert_gguf), then the adapter merged into a Dream-format folder."""
+def convert_adapted(gguf_path: Path, out_dir: Path, progress: bool, adapter: Path, kind: str) -> None:
+    """GGUF -> the base folder (as convert_gguf), then the adapter merged in: a Dream-format DLM
+    (`kind` dlm) or a Qwen2 CoDiLA AR with `<think>` tokens (`ar`)."""
     from codila_engine.train.adapt import export_dream
+    from codila_engine.train.ar_adapt import export_ar
 
     base = out_dir / "base"
     convert_gguf(gguf_path, base, progress)
-    say("converting: merging the DLM adapter (Dream format)")
+    say(f"converting: merging the {kind.upper()} adapter")
     with quiet_transformers():  # peft's deprecation warnings are not the user's business
-        export_dream(adapter, base, out_dir)
+        {"dlm": export_dream, "ar": export_ar}[kind](adapter, base, out_dir)
     shutil.rmtree(base)

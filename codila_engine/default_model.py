@@ -63,7 +63,8 @@ class GgufSource:
     sha256: str  # of the joined GGUF
     size: int  # of the joined GGUF, in bytes
     output_size: int  # about what the prepared folder takes, in bytes (for the disk check)
-    adapter: Path | None = None  # a dlm-adapt checkpoint merged in: the folder is then a Dream-format DLM
+    adapter: Path | None = None  # a checkpoint merged in: dlm-adapt (a Dream-format DLM) or ar-adapt (a CoDiLA AR)
+    kind: str = "base"  # base, dlm or ar
 
 
 DEFAULT = GgufSource(
@@ -75,24 +76,31 @@ DEFAULT = GgufSource(
 )
 
 
-DLM_ADAPTER = Path(__file__).parent / "assets" / "qwen2.5-coder-0.5b-dlm-adapter"
+ASSETS = Path(__file__).parent / "assets"
+ADAPTERS = {  # kind: (the shipped checkpoint, the file that trains besides the LoRA weights)
+    "dlm": (ASSETS / "qwen2.5-coder-0.5b-dlm-adapter", "mask_vector.safetensors"),  # codila train dlm-adapt
+    "ar": (ASSETS / "qwen2.5-coder-0.5b-ar-adapter", "think_rows.safetensors"),  # codila train ar-adapt
+}
 
 
-def dlm_source(adapter: Path = DLM_ADAPTER) -> GgufSource | None:
-    """The default DLM: the default model adapted to masked diffusion by the adapter that ships in
-    the package (`codila train dlm-adapt`), or None if none ships. Its folder name carries the
-    adapter's hash, so a new adapter is prepared anew."""
+def adapted_source(kind: str, adapter: Path | None = None) -> GgufSource | None:
+    """The default DLM (`kind` dlm: the default model adapted to masked diffusion) or the default
+    CoDiLA AR (`ar`: finetuned on that DLM's soft tokens), from the adapter that ships in the
+    package, or None if none ships. The folder name carries the adapter's hash, so a new adapter
+    is prepared anew."""
+    shipped, trained = ADAPTERS[kind]
+    adapter = adapter or shipped
     weights = adapter / "adapter_model.safetensors"
     if not weights.is_file():
         return None
-    tag = hashlib.sha256(weights.read_bytes() + (adapter / "mask_vector.safetensors").read_bytes()).hexdigest()[:8]
-    return GgufSource(f"{DEFAULT.name}-dlm-{tag}", DEFAULT.parts, DEFAULT.sha256, DEFAULT.size,
-                      2 * DEFAULT.output_size, adapter)
+    tag = hashlib.sha256(weights.read_bytes() + (adapter / trained).read_bytes()).hexdigest()[:8]
+    return GgufSource(f"{DEFAULT.name}-{kind}-{tag}", DEFAULT.parts, DEFAULT.sha256, DEFAULT.size,
+                      2 * DEFAULT.output_size, adapter, kind)
 
 
 def sources() -> list[GgufSource]:
-    """What `codila models` manages: the default model, and the default DLM if an adapter ships."""
-    return [DEFAULT] + [s for s in (dlm_source(),) if s is not None]
+    """What `codila models` manages: the default model, and the default DLM and AR where adapters ship."""
+    return [DEFAULT] + [s for s in (adapted_source("dlm"), adapted_source("ar")) if s is not None]
 
 
 def cache_root(override: str | Path | None = None) -> Path:
@@ -159,15 +167,17 @@ def verify(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> P
 
 def _converter(spec: GgufSource):
     return convert_gguf if spec.adapter is None else \
-        (lambda gguf, out, progress: convert_adapted(gguf, out, progress, spec.adapter))
+        (lambda gguf, out, progress: convert_adapted(gguf, out, progress, spec.adapter, spec.kind))
 
 
-def default_dlm_folder(cache_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """The default DLM's folder, prepared now if need be (the base model with the shipped adapter)."""
-    spec = dlm_source()
+def adapted_folder(kind: str, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """The default DLM's (`kind` dlm) or CoDiLA AR's (`ar`) folder, prepared now if need be
+    (the base model with the shipped adapter merged in)."""
+    spec = adapted_source(kind)
     if spec is None:
-        raise DefaultModelMissing("no DLM adapter ships with this version of codila: pass --dlm PATH "
-                                  "(a Dream-format folder, e.g. from codila train dlm-export)")
+        what = {"dlm": "--dlm PATH (a Dream-format folder, e.g. from codila train dlm-export)",
+                "ar": "--ar PATH (a CoDiLA AR folder, e.g. from codila train ar-export)"}[kind]
+        raise DefaultModelMissing(f"no {kind.upper()} adapter ships with this version of codila: pass {what}")
     return prepared(spec, cache_dir) or prepare(spec, cache_dir, progress)
 
 

@@ -324,18 +324,20 @@ def test_saved_folder_is_tied_and_loads(tmp_path):
         save_hf_folder(model, {**tensors, "model.extra.weight": torch.zeros(1)}, None, tmp_path / "x")
 
 
-def test_the_default_dlm_is_named_by_its_shipped_adapter(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind,trained", [("dlm", "mask_vector.safetensors"), ("ar", "think_rows.safetensors")])
+def test_the_default_dlm_and_ar_are_named_by_their_shipped_adapters(tmp_path, monkeypatch, kind, trained):
     from codila_engine import default_model as dm
 
-    assert dm.dlm_source(tmp_path / "none") is None
+    monkeypatch.setitem(dm.ADAPTERS, kind, (tmp_path / "none", trained))
+    assert dm.adapted_source(kind) is None
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"lora weights")
-    (adapter / "mask_vector.safetensors").write_bytes(b"mask")
-    spec = dm.dlm_source(adapter)
-    assert spec.name.startswith(f"{dm.DEFAULT.name}-dlm-") and spec.adapter == adapter and spec.sha256 == dm.DEFAULT.sha256
-    (adapter / "mask_vector.safetensors").write_bytes(b"another mask")
-    assert dm.dlm_source(adapter).name != spec.name  # a new adapter is a new folder, prepared anew
-    monkeypatch.setattr(dm, "dlm_source", lambda: None)
-    with pytest.raises(DefaultModelMissing, match="no DLM adapter ships"):
-        dm.default_dlm_folder(tmp_path / "cache")
+    (adapter / trained).write_bytes(b"trained rows")
+    spec = dm.adapted_source(kind, adapter)
+    assert spec.name.startswith(f"{dm.DEFAULT.name}-{kind}-") and spec.adapter == adapter and spec.kind == kind
+    assert spec.sha256 == dm.DEFAULT.sha256
+    (adapter / trained).write_bytes(b"other rows")
+    assert dm.adapted_source(kind, adapter).name != spec.name  # a new adapter is a new folder, prepared anew
+    with pytest.raises(DefaultModelMissing, match=f"no {kind.upper()} adapter ships"):
+        dm.adapted_folder(kind, tmp_path / "cache")

@@ -101,15 +101,15 @@ async def asyncio_timeout(awaitable, seconds: float = 300):
     return await asyncio.wait_for(awaitable, seconds)
 
 
-@pytest.mark.skipif(__import__("codila_engine.default_model", fromlist=["dlm_source"]).dlm_source() is None,
+@pytest.mark.skipif(__import__("codila_engine.default_model", fromlist=["x"]).adapted_source("dlm") is None,
                     reason="no DLM adapter ships in codila_engine/assets/")
 def test_the_default_dlm_is_prepared_from_the_shipped_adapter_and_decodes(folder):
     from codila_engine.config import DecodeConfig
-    from codila_engine.default_model import default_dlm_folder
+    from codila_engine.default_model import adapted_folder
     from codila_engine.dlm import DreamDLM
     from codila_engine.engine import Engine
 
-    dlm_folder = default_dlm_folder()
+    dlm_folder = adapted_folder("dlm")
     dlm = DreamDLM.load(dlm_folder)  # the same loader as Dream-Coder's
     assert dlm.mask_id == 151666 and dlm.model.config.is_causal is False
     result = Engine(dlm).decode("def add(a, b):\n    return ", "\n", DecodeConfig(decoder="dream", max_new_tokens=8,

@@ -47,11 +47,14 @@ def test_model_folders_given_then_installed_pair_then_default_model(monkeypatch,
     assert pick("", "") == (str(tmp_path / "d"), str(tmp_path / "r"))  # unset $DLM / $AR
     monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: None)
     monkeypatch.setattr("codila_engine.default_model.default_model_folder", lambda *a, **k: tmp_path / "qwen")
-    monkeypatch.setattr("codila_engine.default_model.default_dlm_folder", lambda *a, **k: tmp_path / "qwen-dlm")
+    monkeypatch.setattr("codila_engine.default_model.adapted_folder", lambda kind, *a, **k: tmp_path / f"qwen-{kind}")
     assert pick(None, None) == (None, str(tmp_path / "qwen")) and pick(None, None, "fim") == (None, str(tmp_path / "qwen"))
     assert pick(None, None, "dream") == pick(None, None, "dlm") == (str(tmp_path / "qwen-dlm"), None)
+    monkeypatch.setattr("codila_engine.default_model.adapted_source", lambda kind: None)  # no AR adapter ships
     with pytest.raises(ValueError, match="the codila decoder needs a DLM and a CoDiLA-finetuned AR"):
         model_folders(None, None, "codila")
+    monkeypatch.setattr("codila_engine.default_model.adapted_source", lambda kind: kind)  # it ships
+    assert pick(None, None, "codila") == (str(tmp_path / "qwen-dlm"), str(tmp_path / "qwen-ar"))
 
 
 def test_cli_without_folders_or_default_model_says_how_to_get_it(monkeypatch, capsys):

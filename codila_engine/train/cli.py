@@ -282,11 +282,11 @@ def run_dlm_adapt(args) -> None:
 
 
 def run_ar_adapt(args) -> None:
-    from codila_engine.default_model import default_dlm_folder
+    from codila_engine.default_model import adapted_folder
     from codila_engine.train.ar_adapt import ar_tokenizer, train_ar_adapt
 
     base, cfg, device, dtype, tokenizer, data = _adapt_setup(args, "ar-adapt", ar_tokenizer)
-    dlm = args.dlm or default_dlm_folder()
+    dlm = args.dlm or adapted_folder("dlm")
     _finish(args, train_ar_adapt(tokenizer, base, dlm, data.train, data.held_out, cfg, device=device, dtype=dtype,
                                  rank=args.rank, rows_lr=args.rows_lr, block_sizes=tuple(args.block_size),
                                  conditioning=args.conditioning, init=args.init_adapter))
