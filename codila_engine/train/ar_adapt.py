@@ -61,8 +61,8 @@ class AdaptedAR(torch.nn.Module):
     def get_input_embeddings(self) -> TrainedRows:
         return self.embeddings
 
-    def forward(self, inputs_embeds: torch.Tensor):
-        return self.peft(inputs_embeds=inputs_embeds)
+    def forward(self, inputs_embeds: torch.Tensor, logits_to_keep: int = 0):
+        return self.peft(inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep)
 
     def param_groups(self, lr: float, rows_lr: float) -> list[dict]:
         lora = [p for p in self.peft.parameters() if p.requires_grad]
@@ -99,7 +99,7 @@ def train_ar_adapt(tokenizer, base_folder, dlm_folder, train_data: SequenceData,
     rows = model.get_input_embeddings().embedding.weight.shape[0]
     bridge = build_bridge(dlm.tokenizer, tokenizer, dlm_rows=dlm.vocab_rows, ar_rows=rows, mask_id=dlm.mask_id,
                           eos_id=dlm.eos_id, think_ids=tuple(tokens.values()), device=device)
-    task = CodilaTask(dlm, bridge, tuple(block_sizes), conditioning)
+    task = CodilaTask(dlm, bridge, tuple(block_sizes), conditioning, trains_embedding=False)
 
     def save(m: AdaptedAR, folder: Path) -> None:
         m.save(folder)

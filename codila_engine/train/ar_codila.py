@@ -29,6 +29,7 @@ class CodilaTask:
     bridge: VocabBridge
     block_sizes: tuple[int, ...] = (4,)  # one is drawn per step, so one AR serves several B
     conditioning: str = "soft"
+    trains_embedding: bool = True  # False: only the think rows train (an adapter): no gradient for the rest
 
 
 @torch.no_grad()
@@ -49,11 +50,12 @@ def codila_loss(model, batch: Batch, generator: torch.Generator, *, task: Codila
                           generator=generator)
     probs = block_marginals(task.dlm, m.noisy, m.blocks, b)
     emb = model.get_input_embeddings().weight
+    read = emb if task.trains_embedding else emb.detach()  # soft tokens and teacher forcing read this
     labels = m.block_labels.to(emb.device)
-    cond = soft_tokens(probs.to(emb.device), emb, task.bridge.keep.to(emb.device), task.bridge.eos_id,
+    cond = soft_tokens(probs.to(emb.device), read, task.bridge.keep.to(emb.device), task.bridge.eos_id,
                        task.conditioning)
-    x = torch.cat([think_wrap(cond, emb, task.bridge.think_id, task.bridge.end_think_id), emb[labels[:, :-1]]], 1)
-    logits = model(inputs_embeds=x).logits[:, b + 1 :]  # the positions that predict y_1..y_B
+    x = torch.cat([think_wrap(cond, emb, task.bridge.think_id, task.bridge.end_think_id), read[labels[:, :-1]]], 1)
+    logits = model(inputs_embeds=x, logits_to_keep=b).logits  # the last B positions predict y_1..y_B
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
