@@ -51,18 +51,21 @@ class TrainedRows(torch.nn.Module):
 
 
 class AdaptedAR(torch.nn.Module):
-    """base + LoRA + the think rows, shaped for codila_loss (`get_input_embeddings`, `inputs_embeds`)."""
+    """base + LoRA + the think rows, shaped like Qwen2ForCausalLM for codila_loss
+    (`get_input_embeddings`, `.model`, `.lm_head`, a forward on `inputs_embeds`)."""
 
     def __init__(self, peft_model, rows: torch.Tensor, tokens: dict[str, int] = THINK_TOKENS) -> None:
         super().__init__()
         self.peft, self.tokens = peft_model, tokens
         self.embeddings = TrainedRows(peft_model.get_input_embeddings(), list(tokens.values()), rows)
+        inner = peft_model.base_model.model  # the Qwen2ForCausalLM, its linears wrapped by LoRA
+        self.model, self.lm_head = inner.model, inner.lm_head
 
     def get_input_embeddings(self) -> TrainedRows:
         return self.embeddings
 
-    def forward(self, inputs_embeds: torch.Tensor, logits_to_keep: int = 0):
-        return self.peft(inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep)
+    def forward(self, inputs_embeds: torch.Tensor):
+        return self.peft(inputs_embeds=inputs_embeds)
 
     def param_groups(self, lr: float, rows_lr: float) -> list[dict]:
         lora = [p for p in self.peft.parameters() if p.requires_grad]

@@ -55,8 +55,9 @@ def codila_loss(model, batch: Batch, generator: torch.Generator, *, task: Codila
     cond = soft_tokens(probs.to(emb.device), read, task.bridge.keep.to(emb.device), task.bridge.eos_id,
                        task.conditioning)
     x = torch.cat([think_wrap(cond, emb, task.bridge.think_id, task.bridge.end_think_id), read[labels[:, :-1]]], 1)
-    logits = model(inputs_embeds=x, logits_to_keep=b).logits  # the last B positions predict y_1..y_B
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    hidden = model.model(inputs_embeds=x).last_hidden_state[:, -b:]  # the last B positions predict y_1..y_B
+    logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1]))  # 2-D: a 3-D slice makes oneDNN copy the head per row
+    return F.cross_entropy(logits.float(), labels.reshape(-1))
 
 
 def train_ar_codila(
