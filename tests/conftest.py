@@ -22,3 +22,14 @@ def engine(tiny_pair):
     from codila_engine.engine import Engine
 
     return Engine.load(*tiny_pair, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sandbox_or_unsafe():
+    """Programs the tests trust run in the sandbox, or unisolated where there is none
+    (tests/test_sandbox.py checks the isolation itself and the refusal)."""
+    from codila_engine.eval import execution
+
+    execution.allow_unsafe_exec(execution.sandbox_problem() is not None)
+    yield
+    execution.allow_unsafe_exec(False)

@@ -14,6 +14,8 @@ from codila_engine.eval.client import Reply, ServerError
 from codila_engine.eval.humaneval import load_split, sample_tasks
 from codila_engine.eval.run import evaluate, metrics, percentile, spread, task_row
 
+pytestmark = pytest.mark.usefixtures("sandbox_or_unsafe")
+
 ROW_FIELDS = {"task_id", "completion", "passed", "status", "message", "syntax_valid", "latency_s",
               "first_block_s", "tokens", "iterations"}
 STATS = {"iterations": 2, "tokens": 8, "text_tokens": 6, "wall_s": 0.5, "first_commit_s": 0.1, "tokens_per_s": 12.0}

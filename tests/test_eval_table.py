@@ -14,6 +14,8 @@ from codila_engine.eval.heldout import (PREFIX_CHARS, SUFFIX_CHARS, build_tasks,
                                         exact_match, syntax_valid)
 from codila_engine.eval.table import BENCHMARKS, HUMANEVAL, claims, setups
 
+pytestmark = pytest.mark.usefixtures("sandbox_or_unsafe")
+
 torch.set_num_threads(1)
 
 SOURCES = {

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from codila_engine.cli import add_decode_args, add_model_args
 from codila_engine.config import DecodeConfig
+from codila_engine.eval import execution
 from codila_engine.eval.humaneval import SPLITS
 from codila_engine.eval.table import add_table_subcommand
 
@@ -65,6 +66,28 @@ def format_summary(summary: dict) -> str:
     return "\n".join([head] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 
+UNSAFE_EXEC_HELP = ("where no sandbox is available (bubblewrap missing or namespaces refused), run generated "
+                    "programs as plain processes of your user, which can read and write your files and reach the "
+                    "network (default: refuse to run them)")
+
+
+def exec_guarded(command):
+    """Wrap a benchmark command: where its generated programs cannot be sandboxed, refuse in one line
+    (exit 2) unless --unsafe-exec is given, and then warn and let them run unisolated."""
+    def guarded(args: argparse.Namespace) -> int:
+        problem = execution.sandbox_problem() if getattr(args, "humaneval_limit", 1) else None  # table: 0 runs none
+        if problem is not None and not args.unsafe_exec:
+            print(f"codila eval: {execution.refusal(problem)}", file=sys.stderr)
+            return 2
+        if problem is not None:
+            print(f"codila eval: warning: --unsafe-exec: {problem}; generated programs run unisolated as your user",
+                  file=sys.stderr)
+            execution.allow_unsafe_exec()
+        return command(args)
+
+    return guarded
+
+
 def cmd_humaneval_infilling(args: argparse.Namespace) -> int:
     from codila_engine.eval.client import ServerError  # the client stack loads only when used
     from codila_engine.eval.run import evaluate
@@ -102,5 +125,9 @@ def add_eval_subcommands(subparsers) -> None:
     add_decode_args(p)
     p.add_argument("--max-tokens", "--max-new-tokens", dest="max_tokens", type=int,
                    help="maxTokens per infill, the span length (default: the server's infillTokens)")
-    p.set_defaults(func=cmd_humaneval_infilling)
+    p.set_defaults(func=exec_guarded(cmd_humaneval_infilling))
     add_table_subcommand(benchmarks)
+    table = benchmarks.choices["table"]
+    table.set_defaults(func=exec_guarded(table.get_default("func")))
+    for runs_code in (p, table):
+        runs_code.add_argument("--unsafe-exec", action="store_true", help=UNSAFE_EXEC_HELP)
