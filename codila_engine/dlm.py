@@ -20,11 +20,6 @@ def shifted_positions(positions: torch.Tensor) -> torch.Tensor:
     return (positions - 1).clamp_min(0)
 
 
-def align_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Full-sequence logits [..., L, V] re-indexed so row i predicts token i (for training)."""
-    return torch.cat([logits[..., :1, :], logits[..., :-1, :]], dim=-2)
-
-
 class Marginals(Protocol):
     """What the samplers need from a DLM: DreamDLM exactly, dual_cache.DualCacheDLM approximately."""
 

@@ -44,10 +44,6 @@ class Stats:
     def tokens_per_s(self) -> float:
         return self.text_tokens / self.wall_s if self.wall_s > 0 else 0.0
 
-    @property
-    def tokens_per_iteration(self) -> float:
-        return self.tokens / self.iterations if self.iterations else 0.0
-
     def as_dict(self) -> dict:
         return {
             "iterations": self.iterations,

@@ -1,6 +1,7 @@
 """The static-shape AR decoder (the CUDA-graph fast path) against the plain KV-cached decoder.
 
-On CPU the static decoder runs the same code eagerly; tests/test_cuda.py replays it as a graph.
+On CPU the static decoder runs the same code eagerly; the CUDA-graph replay itself is untested here
+(no GPU: see the README's "What is not tested here").
 """
 
 import pytest
