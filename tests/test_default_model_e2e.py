@@ -117,3 +117,21 @@ def test_the_default_dlm_is_prepared_from_the_shipped_adapter_and_decodes(folder
     assert result.decoder == "dream" and result.stats.iterations == 8
     out = codila("generate", "--decoder", "dream", "--prompt", "x = ", "--max-new-tokens", "4")
     assert out["decoder"] == "dream" and out["model"].startswith("qwen2.5-coder-0.5b-instruct DLM")
+
+
+@pytest.mark.skipif(__import__("codila_engine.default_model", fromlist=["x"]).adapted_source("ar") is None,
+                    reason="no CoDiLA AR adapter ships in codila_engine/assets/")
+def test_the_default_pair_is_prepared_and_a_held_out_infill_with_codila_parses(folder, tmp_path):
+    from codila_engine.ar import LocalAR
+    from codila_engine.default_model import adapted_folder
+    from codila_engine.train.ar_adapt import THINK_TOKENS
+
+    ar = LocalAR.load(adapted_folder("ar"))  # the same loader as the paper's Qwen3 AR
+    assert ar.tokenizer.convert_tokens_to_ids(list(THINK_TOKENS)) == list(THINK_TOKENS.values())
+    prefix, suffix = "def clamp(value, low, high):\n    if value < low:\n        ", "\n    return value\n"
+    (tmp_path / "before.py").write_text(prefix)
+    (tmp_path / "after.py").write_text(suffix)
+    result = codila("infill", "--decoder", "codila", "--block-size", "4", "--max-new-tokens", "8",
+                    "--prefix-file", str(tmp_path / "before.py"), "--suffix-file", str(tmp_path / "after.py"))
+    assert result["decoder"] == "codila" and "CoDiLA AR" in result["model"]
+    ast.parse(prefix + result["text"].strip() + suffix)  # a held-out snippet (tests/data/heldout_snippets.py)
