@@ -1,346 +1,241 @@
--- codila for Neovim: starts codila-lsp for Python buffers and shows its inline completions. On
--- Neovim 0.12+ that is vim.lsp.inline_completion; otherwise (or with `builtin = false`) codila draws
--- the ghost text itself, including the draft the server streams (`codila/draft`) while it decodes.
--- `:CodilaInfill` infills a visual selection (the server applies the edit).
+-- codila for Neovim: starts codila-lsp for Python buffers and shows its inline completions as ghost
+-- text, including the draft the server streams (`codila/draft`) while it decodes: committed text
+-- in place, still-masked runs as dimmed placeholders. Keys accept all of a suggestion or its next
+-- word / line, cycle, dismiss and trigger; `:Codila` switches suggestions on and off, restarts the
+-- server and shows its log; `require("codila").status()` feeds statuslines; `:checkhealth codila`
+-- says what is wrong; `:CodilaInfill` infills a selection. See doc/codila.txt.
+--
+-- Modules: config (options), server (the client's life, messages, restarts), completion (requests,
+-- drafts, accepting, cycling), ghost (extmarks, highlights), keys (mappings with fallback), status,
+-- health.
 
 local M = {}
 
 local api = vim.api
-local ns = api.nvim_create_namespace("codila")
-local has_011 = vim.fn.has("nvim-0.11") == 1
-local INFILL_COMMAND = "codila.infillSelection"
-local REQUEST_CANCELLED = -32800
-
-local defaults = {
-  cmd = { "codila-lsp" }, -- or e.g. { "/path/to/venv/bin/python", "-m", "lsp_server" }
-  settings = {}, -- server settings (README "Settings"), e.g. { device = "cuda", blockSize = 4 }
-  filetypes = { "python" },
-  debounce_ms = 200, -- idle time in insert mode before a completion is requested
-  accept_key = "<Tab>", -- accepts a visible suggestion, else acts as usual; false: map M.accept yourself
-  builtin = true, -- use vim.lsp.inline_completion where Neovim has it (0.12+); it shows no live drafts
-}
-local config = vim.deepcopy(defaults)
-local warned_missing = false
-
--- Codila's own renderer, per buffer: the debounce timer and the request in flight (client, id, kind,
--- cursor it was made at), the extmark that shows its draft, and the finished suggestion (item).
-local buffers = {}
-
--- Neovim 0.11 made client functions methods (the 0.10 form is deprecated there).
-local function call(client, name, ...)
-  if has_011 then
-    return client[name](client, ...)
-  end
-  return client[name](...)
-end
+local completion = require("codila.completion")
+local config = require("codila.config")
+local ghost = require("codila.ghost")
+local keys = require("codila.keys")
+local server = require("codila.server")
+local status = require("codila.status")
+local util = require("codila.util")
 
 local function uses_builtin()
-  return config.builtin and vim.lsp.inline_completion ~= nil
+  return config.options.builtin and vim.lsp.inline_completion ~= nil
 end
 
-local function codila_client(bufnr)
-  return vim.lsp.get_clients({ bufnr = bufnr, name = "codila" })[1]
+local function buf(bufnr)
+  return (bufnr == nil or bufnr == 0) and api.nvim_get_current_buf() or bufnr
 end
 
-local function state(bufnr)
-  buffers[bufnr] = buffers[bufnr] or {}
-  return buffers[bufnr]
-end
-
---- Ghost text for `text`, which will replace `range` (LSP, UTF-8 columns): the first line inline at
---- the range start, the others as virtual lines below; the replaced text is struck through. The same
---- extmark id is set again for every draft, so the ghost text grows in place.
-local function show(bufnr, st, range, text)
-  local lines = vim.split(text, "\n", { plain = true })
-  local virt_lines = {}
-  for i = 2, #lines do
-    virt_lines[#virt_lines + 1] = { { lines[i], "CodilaGhost" } }
-  end
-  st.mark = api.nvim_buf_set_extmark(bufnr, ns, range.start.line, range.start.character, {
-    id = st.mark,
-    virt_text = { { lines[1], "CodilaGhost" } },
-    virt_text_pos = "inline",
-    virt_lines = virt_lines,
-    end_row = range["end"].line,
-    end_col = range["end"].character,
-    hl_group = "CodilaReplaced",
-    hl_mode = "combine",
-    strict = false,
-  })
-end
-
-local function hide(bufnr, st)
-  st.mark, st.item = nil, nil
-  if api.nvim_buf_is_valid(bufnr) then
-    api.nvim_buf_clear_namespace(bufnr, ns, 0, -1)
-  end
-end
-
---- Drops the suggestion and cancels the request in flight (the server stops decoding).
-local function dismiss(bufnr)
-  local st = buffers[bufnr]
-  if not st then
-    return
-  end
-  if st.timer then
-    st.timer:stop()
-  end
-  if st.id then
-    call(st.client, "cancel_request", st.id)
-  end
-  st.id, st.cursor = nil, nil
-  hide(bufnr, st)
-end
-
---- Sends a request whose drafts this buffer shows; `on_result` gets the result unless the request
---- was superseded, dismissed or failed.
-local function send(bufnr, client, kind, method, params, on_result)
-  dismiss(bufnr)
-  local st = state(bufnr)
-  local ok, id
-  ok, id = call(client, "request", method, params, function(err, result)
-    if st.id ~= id then
-      return
-    end
-    st.id = nil
-    if err then
-      hide(bufnr, st)
-      if err.code ~= REQUEST_CANCELLED then
-        vim.notify("codila: " .. err.message, vim.log.levels.ERROR)
-      end
-      return
-    end
-    on_result(result)
-  end, bufnr)
-  if ok then
-    st.client, st.id, st.kind = client, id, kind
-  end
-  return st
-end
-
---- Shows a finished inline suggestion and makes it acceptable.
-local function offer(bufnr, st, range, text)
-  if text == "" then
-    hide(bufnr, st)
-    return
-  end
-  show(bufnr, st, range, text)
-  st.item = { range = range, text = text }
-end
-
---- `codila/draft` notifications: shown while their request is the buffer's current one. The final
---- draft equals the result, so an inline suggestion is acceptable from it on, not only once the
---- response has arrived (a Tab in between would otherwise insert a tab under a complete ghost text).
-local function on_draft(_, draft, ctx)
-  for bufnr, st in pairs(buffers) do
-    if st.id == draft.id and st.client.id == ctx.client_id then
-      if not draft.done then
-        show(bufnr, st, draft.range, draft.text)
-      elseif st.kind == "inline" then
-        offer(bufnr, st, draft.range, draft.text)
-      end -- an infill's final text arrives as the server's workspace edit
-      return
-    end
-  end
-end
-
-local function request_inline(bufnr)
-  local client = codila_client(bufnr)
-  if not client or api.nvim_get_current_buf() ~= bufnr or not vim.startswith(api.nvim_get_mode().mode, "i")
-    or vim.fn.pumvisible() == 1 then
-    return
-  end
-  local row, col = unpack(api.nvim_win_get_cursor(0))
-  local params = {
-    textDocument = { uri = vim.uri_from_bufnr(bufnr) },
-    position = { line = row - 1, character = col },
-    context = { triggerKind = 2 }, -- Automatic
-  }
-  local st
-  st = send(bufnr, client, "inline", "textDocument/inlineCompletion", params, function(result)
-    local item = result and (result.items or result)[1]
-    if item then
-      offer(bufnr, st, item.range, item.insertText)
-    else
-      hide(bufnr, st)
-    end
-  end)
-  st.cursor = { row, col }
-end
-
---- Accepts the visible suggestion; false when there is none (so a mapping can fall back).
+--- Accepts the visible suggestion; false when there is none (so your own mapping can fall back).
 function M.accept(bufnr)
-  bufnr = bufnr or api.nvim_get_current_buf()
   if uses_builtin() then
-    return vim.lsp.inline_completion.get({ bufnr = bufnr })
+    return vim.lsp.inline_completion.get({ bufnr = buf(bufnr) })
   end
-  local st = buffers[bufnr]
-  local item = st and st.item
-  if not item then
-    return false
-  end
-  vim.schedule(function() -- not inside the <expr> mapping, where the text is locked
-    dismiss(bufnr)
-    local r = item.range
-    local lines = vim.split(item.text, "\n", { plain = true })
-    api.nvim_buf_set_text(bufnr, r.start.line, r.start.character, r["end"].line, r["end"].character, lines)
-    local last = #lines == 1 and r.start.character + #lines[1] or #lines[#lines]
-    api.nvim_win_set_cursor(0, { r.start.line + #lines, last })
-  end)
-  return true
+  return completion.accept(buf(bufnr))
 end
 
---- Codila's own renderer: request after `debounce_ms` of typing, dismiss on moves and on leaving.
-local function watch(bufnr)
-  local st = state(bufnr)
-  if st.timer then
-    return -- already watched (the client attached again)
-  end
-  st.timer = vim.uv.new_timer()
-  local group = api.nvim_create_augroup("codila_buffer_" .. bufnr, { clear = true })
-  api.nvim_create_autocmd("TextChangedI", {
-    group = group,
-    buffer = bufnr,
-    callback = function()
-      dismiss(bufnr)
-      st.timer:start(config.debounce_ms, 0, vim.schedule_wrap(function()
-        request_inline(bufnr)
-      end))
-    end,
-  })
-  api.nvim_create_autocmd("CursorMovedI", {
-    group = group,
-    buffer = bufnr,
-    callback = function()
-      local row, col = unpack(api.nvim_win_get_cursor(0))
-      if st.cursor and (st.cursor[1] ~= row or st.cursor[2] ~= col) then
-        dismiss(bufnr)
-      end
-    end,
-  })
-  api.nvim_create_autocmd({ "InsertLeave", "BufLeave" }, {
-    group = group,
-    buffer = bufnr,
-    callback = function()
-      if st.kind == "inline" then
-        dismiss(bufnr)
-      end
-    end,
-  })
-  api.nvim_create_autocmd("BufUnload", {
-    group = group,
-    buffer = bufnr,
-    callback = function()
-      dismiss(bufnr)
-      st.timer:close()
-      buffers[bufnr] = nil
-      api.nvim_del_augroup_by_id(group)
-    end,
-  })
+--- Accepts the suggestion's next word; false when there is none.
+function M.accept_word(bufnr)
+  return completion.accept(buf(bufnr), "word")
 end
 
-local function on_attach(_, bufnr)
+--- Accepts the suggestion's next line; false when there is none.
+function M.accept_line(bufnr)
+  return completion.accept(buf(bufnr), "line")
+end
+
+--- Shows the next suggestion (asking the server for several the first time).
+function M.next(bufnr)
+  if uses_builtin() then
+    vim.lsp.inline_completion.select({ bufnr = buf(bufnr), count = 1 })
+    return true
+  end
+  return completion.cycle(buf(bufnr), 1)
+end
+
+--- Shows the previous suggestion.
+function M.prev(bufnr)
+  if uses_builtin() then
+    vim.lsp.inline_completion.select({ bufnr = buf(bufnr), count = -1 })
+    return true
+  end
+  return completion.cycle(buf(bufnr), -1)
+end
+
+--- Dismisses the suggestion or draft and cancels its request.
+function M.dismiss(bufnr)
+  completion.dismiss(buf(bufnr))
+end
+
+--- Asks for a suggestion now (also with `auto_trigger = false`).
+function M.trigger(bufnr)
+  return completion.trigger(buf(bufnr))
+end
+
+--- Suggestions on, off, or switched, `scope`: nil (everywhere), "buffer" or "filetype" (the
+--- current buffer's). Returns the new state.
+function M.enable(scope)
+  return completion.set_enabled(true, scope)
+end
+
+function M.disable(scope)
+  return completion.set_enabled(false, scope)
+end
+
+function M.toggle(scope)
+  return completion.set_enabled(nil, scope)
+end
+
+function M.is_enabled(bufnr)
+  return completion.enabled(buf(bufnr))
+end
+
+--- For statuslines: "" outside codila's buffers, else e.g. "codila: loading…",
+--- "codila: decoding 40%", "codila: 8.9 tok/s", "codila: error", "codila: off".
+function M.status(bufnr)
+  bufnr = buf(bufnr)
+  local here = server.client(bufnr) ~= nil or vim.tbl_contains(config.options.filetypes, vim.bo[bufnr].filetype)
+  return status.line(here, completion.enabled(bufnr))
+end
+
+--- The state behind `status()`: state, percentage, stats (of the last completion), error, version,
+--- index / count (of the suggestion shown), enabled, paused (why), restart_delay_ms.
+function M.status_info(bufnr)
+  local info = status.get()
+  info.enabled = completion.enabled(buf(bufnr))
+  info.paused = server.blocked
+  info.restart_delay_ms = server.restart_delay_ms
+  return info
+end
+
+--- Sends new server settings (merged into the current ones) to the running servers
+--- (workspace/didChangeConfiguration); resumes suggestions paused by a failed model load.
+function M.configure(settings)
+  server.configure(settings)
+end
+
+--- Restarts codila-lsp.
+function M.restart()
+  server.restart()
+end
+
+--- Called when codila-lsp attaches to a buffer.
+function M.attach(_, bufnr)
+  local actions
   if uses_builtin() then
     vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
+    actions = { accept = M.accept, next = M.next, prev = M.prev }
   else
-    watch(bufnr)
+    completion.watch(bufnr)
+    actions = {
+      accept = M.accept, accept_word = M.accept_word, accept_line = M.accept_line, next = M.next, prev = M.prev,
+      dismiss = completion.dismiss_key, trigger = M.trigger,
+    }
   end
-  if config.accept_key then
-    vim.keymap.set("i", config.accept_key, function()
-      return M.accept(bufnr) and "" or config.accept_key
-    end, { buffer = bufnr, expr = true, desc = "codila: accept the suggestion" })
-  end
+  keys.map(bufnr, config.options.keys, actions)
 end
 
-local function start(bufnr)
-  if vim.fn.executable(config.cmd[1]) ~= 1 then
-    if not warned_missing then
-      warned_missing = true
-      vim.notify(("codila: `%s` not found. Install codila (`pip install -e .` in the codila repository) and "
-        .. "put its environment's bin/ on PATH, or give the full path: "
-        .. "require('codila').setup({ cmd = { '/path/to/venv/bin/codila-lsp' } })"):format(config.cmd[1]),
-        vim.log.levels.ERROR)
-    end
-    return
-  end
-  local capabilities = vim.lsp.protocol.make_client_capabilities()
-  -- offer UTF-8 only: LSP columns are then Neovim's byte columns
-  capabilities.general = vim.tbl_extend("force", capabilities.general or {}, { positionEncodings = { "utf-8" } })
-  vim.lsp.start({
-    name = "codila",
-    cmd = config.cmd,
-    root_dir = vim.fs.root(bufnr, { "pyproject.toml", "setup.py", ".git" }) or vim.fn.getcwd(),
-    init_options = next(config.settings) and config.settings or vim.empty_dict(),
-    capabilities = capabilities,
-    handlers = { ["codila/draft"] = on_draft },
-    on_attach = on_attach,
-  }, { bufnr = bufnr })
+-- --- commands ---------------------------------------------------------------------------------
+
+local function open_log()
+  local lines = #server.logs > 0 and server.logs or { "(no messages from codila-lsp yet)" }
+  vim.cmd("botright new")
+  local b = api.nvim_get_current_buf()
+  vim.bo[b].buftype, vim.bo[b].bufhidden, vim.bo[b].swapfile = "nofile", "wipe", false
+  pcall(api.nvim_buf_set_name, b, "codila://log")
+  api.nvim_buf_set_lines(b, 0, -1, false, lines)
+  vim.bo[b].modifiable = false
+  api.nvim_win_set_cursor(0, { #lines, 0 })
 end
 
---- The LSP range of `:CodilaInfill`'s selection: the last visual selection when the command's lines
---- are its lines, else whole lines; without a range, the cursor (an insertion point).
-local function infill_range(args)
-  if args.range == 0 then
-    local row, col = unpack(api.nvim_win_get_cursor(0))
-    local here = { line = row - 1, character = col }
-    return { start = here, ["end"] = here }
+local function echo_status()
+  local info = M.status_info()
+  local line = M.status()
+  local parts = { line ~= "" and line or ("codila: " .. info.state) }
+  if info.stats then
+    parts[#parts + 1] = ("last completion: %s tokens, %s tok/s, %s decoder, %s"):format(info.stats.tokens or "?",
+      info.stats.tokens_per_s or "?", info.stats.decoder or "?", info.stats.model or "?")
   end
-  local first, last = vim.fn.getpos("'<"), vim.fn.getpos("'>")
-  local last_line = vim.fn.getline(args.line2)
-  if first[2] ~= args.line1 or last[2] ~= args.line2 or vim.fn.visualmode() == "V" then
-    return { start = { line = args.line1 - 1, character = 0 }, ["end"] = { line = args.line2 - 1, character = #last_line } }
-  end
-  local last_char = vim.fn.strcharpart(last_line:sub(last[3]), 0, 1) -- the selection ends after it
-  return {
-    start = { line = first[2] - 1, character = first[3] - 1 },
-    ["end"] = { line = last[2] - 1, character = math.min(last[3] - 1 + #last_char, #last_line) },
-  }
+  parts[#parts + 1] = "last error: " .. (info.error or "none")
+  api.nvim_echo({ { table.concat(parts, "\n") } }, false, {})
 end
 
-local function infill(args)
-  local bufnr = api.nvim_get_current_buf()
-  local client = codila_client(bufnr)
-  if not client then
-    vim.notify("codila: codila-lsp is not attached to this buffer (is it a Python buffer? :checkhealth vim.lsp)",
+local subcommands = {
+  enable = M.enable,
+  disable = M.disable,
+  toggle = M.toggle,
+  restart = M.restart,
+  log = open_log,
+  status = echo_status,
+}
+local scopes = { buffer = true, filetype = true }
+
+local function command(args)
+  local name, scope = args.fargs[1] or "status", args.fargs[2]
+  if not subcommands[name] or (scope and not scopes[scope]) then
+    util.notify("usage: :Codila enable|disable|toggle [buffer|filetype], :Codila restart|log|status",
       vim.log.levels.ERROR)
     return
   end
-  local params = {
-    command = INFILL_COMMAND,
-    arguments = { { textDocument = { uri = vim.uri_from_bufnr(bufnr) }, range = infill_range(args) } },
-  }
-  local st
-  st = send(bufnr, client, "infill", "workspace/executeCommand", params, function()
-    hide(bufnr, st) -- the server has applied the edit (workspace/applyEdit) before it answers
-  end)
+  local value = subcommands[name](scope)
+  if type(value) == "boolean" then
+    api.nvim_echo({ { ("codila: suggestions %s%s"):format(value and "on" or "off",
+      scope and (" for this " .. scope) or "") } }, false, {})
+  end
 end
 
---- Sends new server settings (merged into the current ones) to the running servers.
-function M.configure(settings)
-  config.settings = vim.tbl_deep_extend("force", config.settings, settings)
-  for _, client in ipairs(vim.lsp.get_clients({ name = "codila" })) do
-    call(client, "notify", "workspace/didChangeConfiguration", { settings = { codila = config.settings } })
+local function complete(lead, line)
+  local words = vim.split(line, "%s+", { trimempty = true })
+  local choices = vim.tbl_keys(subcommands)
+  if #words >= 2 and (#words > 2 or line:match("%s$")) then
+    choices = { "buffer", "filetype" }
   end
+  table.sort(choices)
+  return vim.tbl_filter(function(c)
+    return vim.startswith(c, lead)
+  end, choices)
 end
 
 function M.setup(opts)
-  config = vim.tbl_extend("force", vim.deepcopy(defaults), opts or {})
-  api.nvim_set_hl(0, "CodilaGhost", { link = "Comment", default = true })
-  api.nvim_set_hl(0, "CodilaReplaced", { strikethrough = true, default = true })
+  local options, problems = config.resolve(opts)
+  config.options = options
+  for _, problem in ipairs(problems) do
+    util.notify(problem .. " (ignored; :h codila-config)", vim.log.levels.WARN)
+  end
+  completion.global_enabled = options.enabled
+  ghost.highlights()
+  server.setup()
   local group = api.nvim_create_augroup("codila", { clear = true })
+  api.nvim_create_autocmd("ColorScheme", {
+    group = group,
+    callback = function()
+      ghost.highlights()
+    end,
+  })
   api.nvim_create_autocmd("FileType", {
     group = group,
-    pattern = config.filetypes,
+    pattern = options.filetypes,
     callback = function(event)
-      start(event.buf)
+      -- never raise from here: an error would abort the FileType autocommands after this one
+      local ok, err = pcall(server.start, event.buf)
+      if not ok then
+        util.notify_once("start", "could not start codila-lsp: " .. tostring(err), vim.log.levels.ERROR)
+      end
     end,
   })
   for _, bufnr in ipairs(api.nvim_list_bufs()) do -- buffers opened before setup (lazy loading)
-    if api.nvim_buf_is_loaded(bufnr) and vim.tbl_contains(config.filetypes, vim.bo[bufnr].filetype) then
-      start(bufnr)
+    if api.nvim_buf_is_loaded(bufnr) and vim.tbl_contains(options.filetypes, vim.bo[bufnr].filetype) then
+      server.start(bufnr)
     end
   end
-  api.nvim_create_user_command("CodilaInfill", infill, {
+  api.nvim_create_user_command("Codila", command, {
+    nargs = "*",
+    complete = complete,
+    desc = "codila: enable|disable|toggle [buffer|filetype], restart, log, status",
+  })
+  api.nvim_create_user_command("CodilaInfill", completion.infill, {
     range = true,
     desc = "codila: infill the visual selection (or lines, or at the cursor)",
   })
