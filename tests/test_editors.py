@@ -55,8 +55,15 @@ def test_nvim_plugin_end_to_end(tiny_pair):
     dlm, ar = tiny_pair
     assert dlm.parent == ar.parent and (dlm.name, ar.name) == ("dlm", "ar")
     server = shutil.which("codila-lsp", path=str(Path(sys.executable).parent)) or f"{sys.executable} -m lsp_server"
+    # each spec is killed (and fails) after CODILA_SPEC_TIMEOUT_S, so a failing spec fails fast; the
+    # run as a whole (about 20 specs, a few server starts) gets a backstop well above their sum
     env = dict(os.environ, CODILA_TEST_MODELS=str(dlm.parent), CODILA_LSP=server)
-    done = _run([nvim, "--headless", "-u", "NONE", "-l", str(NVIM_SPECS)], env=env)
+    env.setdefault("CODILA_SPEC_TIMEOUT_S", "120")
+    try:
+        done = subprocess.run([nvim, "--headless", "-u", "NONE", "-l", str(NVIM_SPECS)], env=env,
+                              capture_output=True, text=True, timeout=1200)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the Neovim specs ran past 20 minutes:\n{exc.stdout or ''}{exc.stderr or ''}")
     report = done.stdout + done.stderr  # nvim -l prints to stderr
     assert done.returncode == 0, report
     assert re.search(r"^nvim: \d+ passed, 0 failed$", report, re.M), report
