@@ -144,6 +144,19 @@ class Canvas:
             parts.append(decode(run))
         return "".join(parts)
 
+    def masked_runs(self) -> tuple[int, ...]:
+        """How many tokens each placeholder of `draft` stands for, in order."""
+        runs: list[int] = []
+        previous_masked = False
+        for tok in self.visible():
+            if tok is None:
+                if previous_masked:
+                    runs[-1] += 1
+                else:
+                    runs.append(1)
+            previous_masked = tok is None
+        return tuple(runs)
+
     def text(self, decode: Decode) -> str:
         """The committed text (masked tokens, if any are left, are simply absent)."""
         return decode([t for t in self.visible() if t is not None])

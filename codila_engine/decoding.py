@@ -66,6 +66,7 @@ class Decoding:
                     ids=tuple(commit.ids),
                     text=self.decode(list(commit.ids)),
                     draft=canvas.draft(self.decode, self.placeholder),
+                    masks=canvas.masked_runs(),
                     source=commit.source,
                     elapsed_s=now,
                 )

@@ -24,6 +24,7 @@ class Event:
     ids: tuple[int, ...]
     text: str  # the committed tokens decoded on their own
     draft: str  # the whole span so far, placeholder where tokens are still masked
+    masks: tuple[int, ...]  # tokens behind each placeholder of the draft, in order
     source: str  # "ar" (a block from the AR), "dlm" (tokens from the DLM's marginals)
     elapsed_s: float
 

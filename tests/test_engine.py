@@ -278,3 +278,12 @@ def test_final_draft_equals_result(engine):
         events, result = events_of(engine, PREFIX, "", max_new_tokens=10, **opts)
         assert events[-1].draft == result.text
         assert engine.decode_ids(result.ids) .startswith(result.text) or result.text == ""
+
+
+def test_each_placeholder_of_a_draft_comes_with_the_tokens_it_stands_for(engine):
+    events, result = events_of(engine, PREFIX, SUFFIX, max_new_tokens=12, block_size=2)
+    placeholder = DecodeConfig().placeholder
+    for event in events:
+        assert event.draft.count(placeholder) == len(event.masks)
+        assert sum(event.masks) <= 12 - sum(len(e.positions) for e in events[: event.iteration])  # an EOS may end it
+    assert events[-1].masks == ()
