@@ -5,6 +5,7 @@ Either model may be absent: plain DLM decoding needs no AR, FIM decoding needs n
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import cached_property, partial
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from codila_engine.dual_cache import DualCacheDLM
 from codila_engine.fim import FimSampler, FimTokens, StopRules
 from codila_engine.static_ar import StaticBlockDecoder
 from codila_engine.vocab import VocabBridge, build_bridge
+
+STATIC_DECODERS = 4  # fast-path decoders kept per engine (one per scope, block size and sampling)
 
 
 def turn_ends(tokenizer) -> tuple[int, ...]:
@@ -44,7 +47,7 @@ class Engine:
         self.dlm = dlm
         self.ar = ar
         self.bridge = bridge
-        self._static: dict[tuple, StaticBlockDecoder] = {}
+        self._static: OrderedDict[tuple, StaticBlockDecoder] = OrderedDict()  # least recently used first
         self.ends = turn_ends(self.tokenizer)  # once: reading a 150k vocabulary takes ~0.15 s
         if dlm is not None and ar is not None and bridge is None:
             self.bridge = build_bridge(
@@ -78,11 +81,15 @@ class Engine:
 
     def static_decoder(self, cfg: DecodeConfig) -> StaticBlockDecoder:
         """The fast AR path for this scope, block size and sampling; built (and on CUDA,
-        graph-captured) once and reused."""
+        graph-captured) once and reused. The STATIC_DECODERS most recently used are kept: each
+        holds its own KV cache and graph, so settings that keep changing must not pile them up."""
         key = (cfg.scope, cfg.block_size, cfg.temperature, cfg.top_p)
         if key not in self._static:
             self._static[key] = StaticBlockDecoder(self.ar, cfg.scope, cfg.block_size, temperature=cfg.temperature,
                                                    top_p=cfg.top_p, allowed=self.bridge.ar_allowed)
+            while len(self._static) > STATIC_DECODERS:
+                self._static.popitem(last=False)
+        self._static.move_to_end(key)
         return self._static[key]
 
     @property

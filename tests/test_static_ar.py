@@ -94,3 +94,16 @@ def test_fast_path_gives_the_same_tokens_only_when_greedy(engine):
     assert ids(temperature=0) == ids(temperature=0, fast=True)
     assert ids(temperature=0.7, fast=True) == ids(temperature=0.7, fast=True)
     assert ids(temperature=0.7) != ids(temperature=0.7, fast=True)
+
+
+def test_the_engine_keeps_only_the_most_recently_used_fast_decoders(engine):
+    from codila_engine.config import DecodeConfig
+    from codila_engine.engine import STATIC_DECODERS
+
+    first = engine.static_decoder(DecodeConfig(block_size=2, fast=True))
+    for b in range(3, 3 + STATIC_DECODERS):
+        engine.static_decoder(DecodeConfig(block_size=b, fast=True))
+    assert len(engine._static) == STATIC_DECODERS
+    assert engine.static_decoder(DecodeConfig(block_size=2, fast=True)) is not first  # evicted, built anew
+    again = engine.static_decoder(DecodeConfig(block_size=2, fast=True))
+    assert engine.static_decoder(DecodeConfig(block_size=2, fast=True)) is again  # reused while recent
