@@ -37,6 +37,24 @@ def run(base, out, steps: int, resume: bool = False):
                        mask_lr=1e-2, noise=DlmNoise(), curve_windows=2, tokens=tokens)
 
 
+def killed_in_step_3_then_resumed(monkeypatch, module, loss_name: str, run_to_4):
+    """Run `run_to_4()` with `module.<loss_name>` interrupted in training step 3, then resume it."""
+    real, calls = getattr(module, loss_name), []
+
+    def killed_in_step_3(model, *args, **kwargs):
+        calls.append(model.training)
+        if calls.count(True) == 3:
+            raise KeyboardInterrupt
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(module, loss_name, killed_in_step_3)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        run_to_4()
+    monkeypatch.setattr(module, loss_name, real)
+    return run_to_4(resume=True)
+
+
 def test_dream_tokens_take_the_placeholders_ids(base):
     folder, tokens = base
     tok = dream_tokenizer(folder, tokens)
@@ -55,20 +73,7 @@ def test_resumed_training_follows_the_uninterrupted_loss_curve(base, tmp_path, m
 
     import codila_engine.train.adapt as adapt
 
-    real, calls = adapt.dlm_loss, []
-
-    def killed_in_step_3(model, *args, **kwargs):
-        calls.append(model.training)
-        if calls.count(True) == 3:
-            raise KeyboardInterrupt
-        return real(model, *args, **kwargs)
-
-    monkeypatch.setattr(adapt, "dlm_loss", killed_in_step_3)
-    torch.manual_seed(0)
-    with pytest.raises(KeyboardInterrupt):
-        run(base, tmp_path / "cut", steps=4)
-    monkeypatch.setattr(adapt, "dlm_loss", real)
-    rest = run(base, tmp_path / "cut", steps=4, resume=True)
+    rest = killed_in_step_3_then_resumed(monkeypatch, adapt, "dlm_loss", lambda **kw: run(base, tmp_path / "cut", 4, **kw))
     assert rest.step == 4 and rest.losses == pytest.approx(whole.losses[2:], rel=1e-4)
 
     from codila_engine.cli import main

@@ -11,7 +11,7 @@ from codila_engine.ar import LocalAR
 from codila_engine.train.adapt import export_dream, new_adapted
 from codila_engine.train.ar_adapt import ar_tokenizer, export_ar, load_adapted_ar, new_adapted_ar, train_ar_adapt
 from codila_engine.train.loop import LoopConfig
-from test_adapt import sequences
+from test_adapt import killed_in_step_3_then_resumed, sequences
 from tiny_models import build_qwen_like_base
 
 
@@ -52,20 +52,8 @@ def test_resumed_ar_training_follows_the_uninterrupted_loss_curve(pair, tmp_path
 
     import codila_engine.train.ar_adapt as ar_adapt
 
-    real, calls = ar_adapt.codila_loss, []
-
-    def killed_in_step_3(model, *args, **kwargs):
-        calls.append(model.training)
-        if calls.count(True) == 3:
-            raise KeyboardInterrupt
-        return real(model, *args, **kwargs)
-
-    monkeypatch.setattr(ar_adapt, "codila_loss", killed_in_step_3)
-    torch.manual_seed(0)
-    with pytest.raises(KeyboardInterrupt):
-        run(pair, tmp_path / "cut", steps=4)
-    monkeypatch.setattr(ar_adapt, "codila_loss", real)
-    rest = run(pair, tmp_path / "cut", steps=4, resume=True)
+    rest = killed_in_step_3_then_resumed(monkeypatch, ar_adapt, "codila_loss",
+                                         lambda **kw: run(pair, tmp_path / "cut", 4, **kw))
     assert rest.step == 4 and rest.losses == pytest.approx(whole.losses[2:], rel=1e-4)
     saved = json.loads((tmp_path / "whole" / "last" / "base.json").read_text())
     assert saved["tokens"] == pair[1]
