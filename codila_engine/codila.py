@@ -20,7 +20,7 @@ from codila_engine.dlm import Marginals
 from codila_engine.events import Commit
 from codila_engine.sampling import sample
 from codila_engine.selection import dynamic_choice, static_choice
-from codila_engine.vocab import VocabBridge
+from codila_engine.vocab import VocabBridge, shared_only
 
 
 def block_inputs(
@@ -76,7 +76,7 @@ def codila_step(
         start = int(committed[choice.row])
         picked = offsets[choice.row, start : start + choice.k].tolist()
         if choice.from_dlm:
-            ids = [int(sample(logits[choice.row, start], cfg.temperature, cfg.top_p, generator))]
+            ids = [int(sample(shared_only(logits[choice.row, start], bridge), cfg.temperature, cfg.top_p, generator))]
         else:
             ids = drafts.ids[choice.row, start : start + choice.k].tolist()
     return Commit(picked, ids, "dlm" if choice.from_dlm else "ar")

@@ -68,6 +68,14 @@ def shared_ids(dlm_tokenizer, ar_tokenizer) -> tuple[list[int], list[int]]:
     return keep, dropped
 
 
+def shared_only(logits: torch.Tensor, bridge: VocabBridge) -> torch.Tensor:
+    """DLM logits [..., V_dlm] with every id the AR does not share at -inf: what the DLM may
+    commit on its own, since the AR reads committed tokens back by id."""
+    allowed = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    allowed[: bridge.n] = bridge.keep.to(logits.device)
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
 def _token_id(tokenizer, token: str, role: str) -> int:
     tid = tokenizer.convert_tokens_to_ids(token)
     if tid is None or tid == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(tid) != token:

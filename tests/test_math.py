@@ -148,3 +148,14 @@ def test_config_validation_and_rounding():
         DecodeConfig(mode="fast")
     with pytest.raises(ValueError, match="unknown decoding option"):
         DecodeConfig().with_options(blocksize=3)
+
+
+def test_the_dlm_commits_on_its_own_only_ids_the_ar_shares():
+    from codila_engine.vocab import VocabBridge, shared_only
+
+    keep = torch.tensor([True, False, True, True])  # id 1 is DLM-only; ids 4, 5 lie beyond the AR's rows
+    bridge = VocabBridge(keep=keep, ar_allowed=keep, eos_id=0, think_id=2, end_think_id=3)
+    logits = torch.tensor([[0.0, 9.0, 1.0, 2.0, 8.0, 7.0]])
+    out = shared_only(logits, bridge)
+    assert out.argmax(-1).item() == 3 and torch.isinf(out[0, [1, 4, 5]]).all()
+    assert torch.equal(out[0, [0, 2, 3]], logits[0, [0, 2, 3]])
