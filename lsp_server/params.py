@@ -1,7 +1,7 @@
 """Parameters of the custom request `codila/infill` and the command `codila.infillSelection`.
 
-pygls hands custom requests over as namedtuples and command arguments as plain JSON, so both
-are normalised to dicts and checked here, with errors that say which field is wrong.
+lsprotocol has no types for these, so the message layer (rpc.py) calls these parsers on the
+plain JSON before a handler runs; errors say which field is wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 
 USAGE = ('expected {"textDocument": {"uri": ...}, "range": {"start": {"line", "character"}, '
          '"end": {...}}, "maxTokens"?: int} (or the arguments [uri, range])')
+UINTEGER_MAX = 2**31 - 1  # LSP's uinteger
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,8 @@ class InfillParams:
     max_tokens: int | None = None
 
 
-def _plain(value: Any) -> Any:
-    if hasattr(value, "_asdict"):
-        value = value._asdict()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+def _uinteger(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= UINTEGER_MAX
 
 
 def _position(value: Any, where: str) -> types.Position:
@@ -38,15 +33,18 @@ def _position(value: Any, where: str) -> types.Position:
         raise JsonRpcInvalidParams(f"codila/infill: {where} must be a position object; {USAGE}")
     line, char = value.get("line"), value.get("character")
     for name, v in (("line", line), ("character", char)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise JsonRpcInvalidParams(f"codila/infill: {where}.{name} must be a non-negative integer, got {v!r}")
+        if not _uinteger(v):
+            raise JsonRpcInvalidParams(f"codila/infill: {where}.{name} must be an integer in [0, 2^31), got {v!r}")
     return types.Position(line=line, character=char)
 
 
 def parse_infill_params(raw: Any) -> InfillParams:
-    raw = _plain(raw)
-    if isinstance(raw, list) and len(raw) == 2:  # command arguments [uri, range]
+    """`codila/infill` params (an object), or the command's arguments (a list of one such object,
+    or [uri, range])."""
+    if isinstance(raw, (list, tuple)) and len(raw) == 2:  # command arguments [uri, range]
         raw = {"textDocument": {"uri": raw[0]}, "range": raw[1]}
+    elif isinstance(raw, (list, tuple)) and len(raw) == 1:
+        raw = raw[0]
     if not isinstance(raw, dict):
         raise JsonRpcInvalidParams(f"codila/infill: {USAGE}")
     doc = raw.get("textDocument")
@@ -58,6 +56,6 @@ def parse_infill_params(raw: Any) -> InfillParams:
         raise JsonRpcInvalidParams(f"codila/infill: range is missing; {USAGE}")
     start, end = _position(rng.get("start"), "range.start"), _position(rng.get("end"), "range.end")
     max_tokens = raw.get("maxTokens")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+    if max_tokens is not None and not _uinteger(max_tokens, 1):
         raise JsonRpcInvalidParams(f"codila/infill: maxTokens must be a positive integer, got {max_tokens!r}")
     return InfillParams(uri, types.Range(start=start, end=end), max_tokens)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import bisect
 import re
+from itertools import islice
 
 from lsprotocol.types import Position, Range
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # legal in JSON strings, but not text a tokenizer takes
 
 
 class PositionError(ValueError):
@@ -47,22 +49,18 @@ class LineIndex:
 
 
 UTF16, UTF8, UTF32 = "utf-16", "utf-8", "utf-32"  # LSP 3.17 position encodings
-
-
-def _units(char: str, encoding: str = UTF16) -> int:
-    if encoding == UTF16:
-        return 2 if ord(char) > 0xFFFF else 1
-    if encoding == UTF8:
-        return len(char.encode("utf-8", "surrogatepass"))
-    if encoding == UTF32:
-        return 1
-    raise ValueError(f"unknown position encoding {encoding!r}")
+_CODECS = {UTF16: "utf-16-le", UTF8: "utf-8", UTF32: None}
+_UNIT_BYTES = {UTF16: 2, UTF8: 1}
 
 
 def column_length(text: str, encoding: str = UTF16) -> int:
     """Length of a string as an LSP client counts it (UTF-16 units unless the client and
-    server agreed on another position encoding at initialize)."""
-    return sum(_units(c, encoding) for c in text)
+    server agreed on another position encoding at initialize); a lone surrogate is one unit."""
+    if encoding not in _CODECS:
+        raise ValueError(f"unknown position encoding {encoding!r}")
+    if encoding == UTF32:
+        return len(text)
+    return len(text.encode(_CODECS[encoding], "surrogatepass")) // _UNIT_BYTES[encoding]
 
 
 def _check_offset(text: str, offset: int) -> None:
@@ -72,30 +70,63 @@ def _check_offset(text: str, offset: int) -> None:
         )
 
 
+def line_count(text: str, end: int | None = None) -> int:
+    """Lines of text[:end] as LSP counts them (at C speed: no index of a large text is built)."""
+    end = len(text) if end is None else end
+    return text.count("\n", 0, end) + text.count("\r", 0, end) - text.count("\r\n", 0, end) + 1
+
+
+def _line_bounds(text: str, line: int, index: LineIndex | None) -> tuple[int, int] | None:
+    """Start and end of a line (the end excludes its break), or None past the last line."""
+    if index is not None:
+        return index.bounds(line) if 0 <= line < index.line_count else None
+    if line < 0:
+        return None
+    start = 0
+    if line > 0:
+        brk = next(islice(_LINE_BREAK.finditer(text), line - 1, None), None)
+        if brk is None:
+            return None
+        start = brk.end()
+    return start, line_end(text, start)
+
+
 def position_to_offset(
-    text: str, position: Position, index: LineIndex | None = None, encoding: str = UTF16
+    text: str, position: Position, index: LineIndex | None = None, encoding: str = UTF16,
+    clamp: bool = False,
 ) -> int:
     """String offset of an LSP position.
 
-    A character inside a surrogate pair rounds down to the start of that
-    character, so a half-counted emoji is never split.
+    A character inside a surrogate pair rounds down to the start of that character, so a
+    half-counted emoji is never split. With `clamp`, a character past the end of its line
+    means the line's end and a line past the last one the document's end (as LSP asks of
+    edits); otherwise both are errors.
     """
-    index = index or LineIndex(text)
     line, character = position.line, position.character
-    if line < 0 or character < 0 or line >= index.line_count:
+    bounds = _line_bounds(text, line, index) if character >= 0 else None
+    if bounds is None:
+        if clamp:
+            return len(text) if line >= 0 else 0
         raise PositionError(
             f"position line {line}, character {character} is outside the document "
-            f"({index.line_count} lines)"
+            f"({index.line_count if index else line_count(text)} lines)"
         )
-    start, end = index.bounds(line)
-    units = 0
-    for offset in range(start, end):
+    start, end = bounds
+    if column_length(text[start:end], encoding) == end - start:  # one unit per character
+        if character <= end - start:
+            return start + character
+        units = end - start
+    else:
+        units = 0
+        for offset in range(start, end):
+            if units == character:
+                return offset
+            units += column_length(text[offset], encoding)
+            if units > character:
+                return offset
         if units == character:
-            return offset
-        units += _units(text[offset], encoding)
-        if units > character:
-            return offset
-    if units == character:
+            return end
+    if clamp:
         return end
     raise PositionError(
         f"position line {line}, character {character} is outside the document "
@@ -107,17 +138,46 @@ def offset_to_position(
     text: str, offset: int, index: LineIndex | None = None, encoding: str = UTF16
 ) -> Position:
     """LSP position of a string offset; an offset inside \\r\\n maps to the line's end."""
-    index = index or LineIndex(text)
-    line = index.line_of(offset)
-    start, end = index.bounds(line)
-    return Position(line=line, character=column_length(text[start : min(offset, end)], encoding))
+    _check_offset(text, offset)
+    if 0 < offset < len(text) and text[offset - 1 : offset + 1] == "\r\n":
+        offset -= 1
+    if index is not None:
+        line = index.line_of(offset)
+        start = index.starts[line]
+    else:
+        line = line_count(text, offset) - 1
+        start = line_start(text, offset)
+    return Position(line=line, character=column_length(text[start:offset], encoding))
+
+
+def line_start(text: str, offset: int) -> int:
+    """Offset where the line holding `offset` starts."""
+    return max(text.rfind("\n", 0, offset), text.rfind("\r", 0, offset)) + 1
+
+
+def line_end(text: str, offset: int) -> int:
+    """Offset where the line holding `offset` ends (before its break)."""
+    brk = _LINE_BREAK.search(text, offset)
+    return brk.start() if brk else len(text)
+
+
+def window(text: str, start: int, end: int, chars: int) -> tuple[int, int]:
+    """Offsets (lo, hi) around text[start:end]: whole lines within `chars` characters of each
+    side, and always the whole lines of `start` and `end` (so a long line is never cut)."""
+    lo, hi = max(0, start - chars), min(len(text), end + chars)
+    if lo > 0:
+        brk = _LINE_BREAK.search(text, lo, start)
+        lo = brk.end() if brk else line_start(text, start)
+    if hi < len(text):
+        last = max(text.rfind("\n", end, hi), text.rfind("\r", end, hi))
+        hi = last + 1 if last >= 0 else line_end(text, end)
+    return lo, hi
 
 
 def range_to_offsets(text: str, range_: Range, encoding: str = UTF16) -> tuple[int, int]:
     """(start, end) string offsets of an LSP range."""
-    index = LineIndex(text)
-    start = position_to_offset(text, range_.start, index, encoding)
-    end = position_to_offset(text, range_.end, index, encoding)
+    start = position_to_offset(text, range_.start, encoding=encoding)
+    end = position_to_offset(text, range_.end, encoding=encoding)
     if end < start:
         raise PositionError(
             f"range ends (line {range_.end.line}, character {range_.end.character}) before "
@@ -130,10 +190,9 @@ def offsets_to_range(text: str, start: int, end: int, encoding: str = UTF16) -> 
     """LSP range covering text[start:end]."""
     if end < start:
         raise PositionError(f"range end {end} is before its start {start}")
-    index = LineIndex(text)
     return Range(
-        start=offset_to_position(text, start, index, encoding),
-        end=offset_to_position(text, end, index, encoding),
+        start=offset_to_position(text, start, encoding=encoding),
+        end=offset_to_position(text, end, encoding=encoding),
     )
 
 

@@ -3,7 +3,9 @@
 Flow: request -> span choice (tree-sitter) -> decode on the worker thread -> one
 `codila/draft` notification per committed block -> the response. A newer request for the same
 document, `$/cancelRequest`, or an edit at or before the span cancels a decode within one
-iteration. Bad requests get an error response; nothing a client sends stops the server.
+iteration. Every request gets exactly one response: rpc.py checks each message before pygls
+dispatches it, so nothing a client sends goes unanswered or stops the server. Documents live on
+their own thread (documents.py); a request hands the decoder only the context window it keeps.
 """
 
 from __future__ import annotations
@@ -11,28 +13,38 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 import threading
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from codila_engine import installed_version
+from codila_engine.config import DecodeConfig, OptionError
 from codila_engine.events import Event, Result
-from lsp_server import fill
+from lsp_server import fill, rpc
+from lsp_server.documents import Document, Documents
 from lsp_server.params import InfillParams, parse_infill_params
-from lsp_server.positions import PositionError, offsets_to_range, position_to_offset
-from lsp_server.settings import Settings, SettingsError, apply_options, describe
+from lsp_server.positions import LONE_SURROGATE, PositionError, offsets_to_range, position_to_offset, window
+from lsp_server.settings import Settings, SettingsError, apply_options, as_options, describe
 from lsp_server.spans import Span, choose_span, language_error
-from lsp_server.worker import DecodeWorker, ModelsUnavailable
+from lsp_server.worker import DecodeWorker, ModelsUnavailable, Unservable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 DRAFT = "codila/draft"
 INFILL = "codila/infill"
+SETTINGS = "codila/settings"
 INFILL_COMMAND = "codila.infillSelection"
+MAX_DOCUMENT_CHARS = 8 * 2**20  # larger documents stay open, but are not completed
+MAX_SELECTION_CHARS = 100_000  # an infill replaces at most this much text
+CHARS_PER_TOKEN = 16  # context handed to the decoder: maxContext tokens * this, each side of the span
 
 
 @dataclass
@@ -50,24 +62,52 @@ class Job:
     """Everything one decode needs, fixed when the request arrives."""
 
     uri: str  # exactly as the client sent it: drafts echo it (`#` or `%` in a path must survive)
-    prefix: str  # document text before the span, plus the fill's lead
-    suffix: str
+    prefix: str  # text before the span (its context window), plus the fill's lead
+    suffix: str  # text after the span (its context window)
     lead: str
     range: types.Range  # what the result replaces, in the client's position encoding
-    mask_tokens: int
+    config: DecodeConfig  # max_new_tokens: the span's masks; single_line: fim stops at the line's end
     label: str  # for logs: what was asked where
-    single_line: bool = False  # the fill is one line (fim stops at its end)
     progress: object = None  # the request's workDoneToken: decoding progress goes there
+    count: int = 1  # decodes, with seeds seed, seed + 1, ...: one item each
+
+
+@dataclass(frozen=True)
+class Selection:
+    """An infill's selection and the context around it, read on the documents thread."""
+
+    prefix: str
+    text: str
+    suffix: str
+    range: types.Range
+
+
+class CodilaProtocol(rpc.Protocol):
+    custom: ClassVar = {INFILL: parse_infill_params}
+    commands: ClassVar = {INFILL_COMMAND: parse_infill_params}
 
 
 class CodilaServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("codila-lsp", installed_version() or "unknown")
+        super().__init__("codila-lsp", installed_version() or "unknown", protocol_cls=CodilaProtocol,
+                         converter_factory=rpc.strict_converter)
         self.settings = Settings()
         self.worker = DecodeWorker()
+        self.documents = Documents()
         self.active: dict[str, list[Active]] = {}
+        self.newest: dict[str, int] = {}  # document -> number of its latest request
         self.ids = itertools.count(1)
         self.client_log = None  # logs.ClientLog once main() sets it up
+        self.client_timeout = 10.0  # seconds the server waits on a request it sent to the client
+
+    def start_io(self, stdin=None, stdout=None) -> None:
+        """Serve over stdio through rpc.serve (pygls' own reader loses messages: see rpc.py)."""
+        try:
+            asyncio.run(rpc.serve(self.protocol, stdin or sys.stdin.buffer, stdout or sys.stdout.buffer))
+        except BrokenPipeError:
+            log.error("the client closed the connection")
+        finally:
+            self.shutdown()
 
     # --- messages to the user ----------------------------------------------------------
     def log(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
@@ -83,10 +123,12 @@ class CodilaServer(LanguageServer):
         try:
             settings, ignored = apply_options(self.settings, options)
         except SettingsError as exc:
+            log.warning("rejected settings: %s", exc)
             self.tell(f"{exc}; keeping the previous settings")
             return
         if ignored:
-            self.tell(f"unknown settings ignored: {', '.join(ignored)}", types.MessageType.Warning)
+            shown = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
+            self.tell(f"unknown settings ignored: {shown}", types.MessageType.Warning)
         reload = settings.model_key != self.settings.model_key
         self.settings = settings
         self.log(f"settings: {describe(settings)}")
@@ -117,9 +159,10 @@ class CodilaServer(LanguageServer):
             return None
         token = f"codila-{next(self.ids)}"
         try:
-            await asyncio.wait_for(self.work_done_progress.create_async(token), 5)
-        except Exception as exc:  # a client that does not answer or refuses: no progress, nothing else lost
-            log.warning("no progress shown: window/workDoneProgress/create failed: %s", exc)
+            await self.protocol.ask(types.WINDOW_WORK_DONE_PROGRESS_CREATE,
+                                    types.WorkDoneProgressCreateParams(token=token), self.client_timeout)
+        except (TimeoutError, JsonRpcException) as exc:  # the client did not answer or refused: no progress
+            log.warning("no progress shown: window/workDoneProgress/create failed: %s", exc or "no answer")
             return None
         self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, message=message))
         return token
@@ -137,25 +180,38 @@ class CodilaServer(LanguageServer):
     def progress_end(self, token, message: str) -> None:
         if token is not None:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+            self.work_done_progress.tokens.pop(token, None)  # pygls keeps every token it began
 
-    # --- documents ---------------------------------------------------------------------
-    def document(self, uri: str):
-        doc = self.workspace.text_documents.get(unquote(uri))
-        if doc is None:
-            raise JsonRpcInvalidParams(f"unknown document {uri}: open it (textDocument/didOpen) before asking")
+    # --- documents (these run on the documents thread) ------------------------------------
+    @property
+    def encoding(self) -> str:
+        """The position encoding agreed at initialize (UTF-16 unless the client offered another)."""
+        return self.workspace.position_encoding
+
+    def usable(self, doc: Document) -> str:
+        """The document's text, if codila can complete it."""
         problem = language_error(doc.language_id or "")
         if problem:
             raise JsonRpcInvalidParams(problem)
-        return doc
+        if len(doc.text) > MAX_DOCUMENT_CHARS:
+            raise JsonRpcInvalidParams(f"{doc.uri} has {len(doc.text):,} characters; codila completes documents "
+                                       f"of up to {MAX_DOCUMENT_CHARS:,}")
+        return doc.text
 
     def offset(self, text: str, position: types.Position) -> int:
         try:
-            return position_to_offset(text, position, encoding=self.workspace.position_encoding)
+            return position_to_offset(text, position, encoding=self.encoding)
         except PositionError as exc:
             raise JsonRpcInvalidParams(str(exc)) from exc
 
     def to_range(self, text: str, start: int, end: int) -> types.Range:
-        return offsets_to_range(text, start, end, encoding=self.workspace.position_encoding)
+        return offsets_to_range(text, start, end, encoding=self.encoding)
+
+    def context(self, text: str, start: int, end: int) -> tuple[int, str]:
+        """Where the context window around text[start:end] starts, and its text as the model
+        reads it (a lone surrogate becomes U+FFFD: one character for one, so offsets hold)."""
+        lo, hi = window(text, start, end, self.settings.decode.max_context * CHARS_PER_TOKEN)
+        return lo, LONE_SURROGATE.sub("\ufffd", text[lo:hi])
 
     def edited(self, params: types.DidChangeTextDocumentParams) -> None:
         """Cancel decodes whose span an edit touches or moves (an edit at or before its end)."""
@@ -167,60 +223,97 @@ class CodilaServer(LanguageServer):
                     job.cancel.set()
 
     # --- decoding ----------------------------------------------------------------------
-    def supersede(self, uri: str) -> None:
-        """A newer request for a document cancels the decodes still running for it."""
-        for older in self.active.get(unquote(uri), []):
+    def supersede(self, uri: str) -> int:
+        """A new request for a document: the decodes still running for it stop, and so does any
+        older request still being prepared (see `run`). Returns the request's number."""
+        key = unquote(uri)
+        self.newest[key] = number = next(self.ids)
+        for older in self.active.get(key, []):
             older.cancel.set()
+        return number
 
-    async def run(self, job: Job) -> tuple[Result | None, str]:
-        """Decode a job, streaming drafts; returns (None, '') when it was cancelled."""
+    def request_id(self):
         rid = self.protocol.msg_id
-        rid = rid if rid is not None else f"cmd-{next(self.ids)}"
-        cancel = threading.Event()
-        self.supersede(job.uri)
-        me = Active(rid, cancel, job.range.start, job.range.end)
-        key = unquote(job.uri)  # how pygls keys documents
-        self.active.setdefault(key, []).append(me)
-        cfg = self.settings.decode.with_options(max_new_tokens=job.mask_tokens, single_line=job.single_line)
-        t0 = time.perf_counter()
+        return rid if rid is not None else f"cmd-{next(self.ids)}"
 
-        self.progress_begin(job.progress, "codila: decoding", job.label)
+    def decode_config(self, tokens: int, single_line: bool = False) -> DecodeConfig:
+        try:
+            return self.settings.decode.with_options(max_new_tokens=tokens, single_line=single_line)
+        except OptionError as exc:
+            raise JsonRpcInvalidParams(f"{tokens} mask tokens: {exc.problem}") from None
+
+    async def on_worker(self, call: Awaitable[T]) -> T:
+        """Await the decode worker; missing models and decodes the models cannot run become error
+        responses (the first also a message to the user)."""
+        try:
+            return await call
+        except ModelsUnavailable as exc:
+            self.tell(str(exc))
+            raise JsonRpcInternalError(str(exc)) from None
+        except Unservable as exc:
+            raise JsonRpcInvalidParams(str(exc)) from None
+
+    async def run(self, job: Job, rid, number: int) -> list[tuple[Result, str]] | None:
+        """Decode a job `job.count` times (seeds seed, seed + 1, ...), streaming the first decode's
+        drafts; returns (result, text) per decode, or None when it was cancelled or a newer request
+        (`number` is this one's, from `supersede`) came for the document meanwhile."""
+        key = unquote(job.uri)  # how documents are keyed
+        if self.newest.get(key) != number:
+            return None
+        cancel = threading.Event()
+        me = Active(rid, cancel, job.range.start, job.range.end)
+        self.active.setdefault(key, []).append(me)
+        try:
+            done = []
+            for n in range(job.count):
+                result = await self.decode(job, rid, cancel, n)
+                if result.cancelled:
+                    return None
+                done.append((result, job.lead + result.text))
+            return done
+        finally:
+            self.active[key].remove(me)
+            if not self.active[key]:
+                del self.active[key]
+
+    async def decode(self, job: Job, rid, cancel: threading.Event, n: int) -> Result:
+        """Decode number `n` of a job; only the first streams drafts and progress."""
+        cfg = job.config
+        if n and cfg.seed is not None:
+            cfg = cfg.with_options(seed=(cfg.seed + n) % 2**63)  # seeds stay in their range
+        label = job.label + (f" #{n + 1}" if job.count > 1 else "")
+        progress = job.progress if n == 0 else None
+        t0 = time.perf_counter()
+        self.progress_begin(progress, "codila: decoding", label)
         committed = 0
 
         def on_event(event: Event) -> None:
             nonlocal committed
-            if not cancel.is_set():
+            if n == 0 and not cancel.is_set():
                 self.draft(job, rid, job.lead + event.draft, done=False)
                 committed += len(event.positions)
-                self.progress_report(job.progress, f"{committed} of {cfg.span_tokens} tokens",
+                self.progress_report(progress, f"{committed} of {cfg.span_tokens} tokens",
                                      min(100, 100 * committed // cfg.span_tokens))
 
         def on_done(result: Result) -> None:
             """Log when the decode really ends, also after the request was cancelled."""
             total = time.perf_counter() - t0
             s = result.stats
-            self.progress_end(job.progress, f"{'cancelled' if result.cancelled else 'done'}: {s.text_tokens} tokens, "
-                                            f"{s.tokens_per_s:.1f} tokens/s ({result.decoder} decoder)")
+            outcome = "cancelled" if result.cancelled else "done"
+            self.progress_end(progress, f"{outcome}: {s.text_tokens} tokens, {s.tokens_per_s:.1f} tokens/s "
+                                        f"({result.decoder} decoder)")
             first = s.first_commit_s if s.first_commit_s is not None else total
             model = self.worker.models.name if self.worker.models else "?"
-            self.log(f"{job.label}: {'cancelled' if result.cancelled else 'done'} ({result.decoder} decoder, {model}), "
-                     f"first block {first:.3f}s, "
+            self.log(f"{label}: {outcome} ({result.decoder} decoder, {model}), first block {first:.3f}s, "
                      f"total {total:.3f}s, {s.text_tokens} tokens, {s.text_tokens / total if total else 0:.1f} "
                      f"tokens/s, {s.iterations} iterations")
 
         try:
-            result = await self.worker.decode(self.settings.model_key, job.prefix, job.suffix, cfg, cancel,
-                                              on_event, on_done)
-        except ModelsUnavailable as exc:
-            self.tell(str(exc))
-            raise JsonRpcInternalError(str(exc)) from exc
-        finally:
-            self.active[key].remove(me)
-            if not self.active[key]:
-                del self.active[key]
-        if result.cancelled:
-            return None, ""
-        return result, job.lead + result.text
+            return await self.on_worker(self.worker.decode(self.settings.model_key, job.prefix, job.suffix, cfg,
+                                                           cancel, on_event, on_done))
+        except JsonRpcException:  # no decode ran, so on_done never ends the progress
+            self.progress_end(progress, "failed")
+            raise
 
     def draft(self, job: Job, rid, text: str, done: bool, result: Result | None = None) -> None:
         """One `codila/draft`; the final one (`done`) carries the decode's statistics."""
@@ -235,43 +328,71 @@ class CodilaServer(LanguageServer):
         model = self.worker.models.name if self.worker.models else None
         return {**result.stats.as_dict(), "decoder": result.decoder, "model": model}
 
-    def inline_job(self, uri: str, position: types.Position, progress=None) -> tuple[Job, Span]:
-        doc = self.document(uri)
-        text = doc.source
+    def inline_job(self, uri: str, doc: Document, position: types.Position, progress=None) -> tuple[Job, Span]:
+        """The decode an inline completion asks for (on the documents thread)."""
+        text = self.usable(doc)
         offset = self.offset(text, position)
-        span = choose_span(text, offset, self.settings.caps)
-        lead = fill.lead(text, span)
+        lo, part = self.context(text, offset, offset)
+        span = choose_span(part, offset - lo, self.settings.caps)
+        lead = fill.lead(part, span)
         return Job(
-            uri=uri, prefix=text[: span.start] + lead, suffix=text[span.end :], lead=lead,
-            range=self.to_range(text, span.start, span.end), mask_tokens=span.mask_tokens,
+            uri=uri, prefix=part[: span.start] + lead, suffix=part[span.end :], lead=lead,
+            range=self.to_range(text, lo + span.start, lo + span.end),
+            config=self.decode_config(span.mask_tokens, single_line=span.kind == "line_rest"),
             label=f"inline {span.kind} at {position.line + 1}:{position.character + 1}",
-            single_line=span.kind == "line_rest", progress=progress,
+            progress=progress, count=self.settings.suggestions,
         ), span
 
-    async def infill_job(self, params: InfillParams) -> Job:
-        doc = self.document(params.uri)
-        text = doc.source
-        start, end = self.offset(text, params.range.start), self.offset(text, params.range.end)
+    def selection(self, doc: Document, rng: types.Range) -> Selection:
+        """An infill's selection and its context (on the documents thread)."""
+        text = self.usable(doc)
+        start, end = self.offset(text, rng.start), self.offset(text, rng.end)
         if end < start:
             raise JsonRpcInvalidParams("range end is before its start")
+        if end - start > MAX_SELECTION_CHARS:
+            raise JsonRpcInvalidParams(f"the selection has {end - start:,} characters; codila infills at most "
+                                       f"{MAX_SELECTION_CHARS:,}")
+        lo, part = self.context(text, start, end)
+        return Selection(part[: start - lo], part[start - lo : end - lo], part[end - lo :],
+                         self.to_range(text, start, end))
+
+    async def infill_job(self, params: InfillParams) -> Job:
+        sel = await self.documents.read(params.uri, lambda doc: self.selection(doc, params.range))
         if params.max_tokens is not None:
             n = params.max_tokens
         else:
-            count = await self.worker.count_tokens(self.settings.model_key, text[start:end]) if end > start else 0
+            count = await self.on_worker(self.worker.count_tokens(self.settings.model_key, sel.text)) if sel.text else 0
             n = self.settings.infill.mask_tokens(count)
-        return Job(uri=params.uri, prefix=text[:start], suffix=text[end:], lead="",
-                   range=self.to_range(text, start, end), mask_tokens=n,
-                   label=f"infill {params.range.start.line + 1}:{params.range.start.character + 1}"
-                         f"-{params.range.end.line + 1}:{params.range.end.character + 1} ({n} masks)")
+        r = params.range
+        return Job(uri=params.uri, prefix=sel.prefix, suffix=sel.suffix, lead="", range=sel.range,
+                   config=self.decode_config(n),
+                   label=f"infill {r.start.line + 1}:{r.start.character + 1}-{r.end.line + 1}:{r.end.character + 1} "
+                         f"({n} masks)")
 
     async def infill(self, params: InfillParams) -> dict | None:
-        self.supersede(params.uri)
+        number, rid = self.supersede(params.uri), self.request_id()
         job = await self.infill_job(params)
-        result, text = await self.run(job)
-        if result is None:
+        done = await self.run(job, rid, number)
+        if done is None:
             return None
-        self.draft(job, self.protocol.msg_id, text, done=True, result=result)
+        result, text = done[0]
+        self.draft(job, rid, text, done=True, result=result)
         return {"range": _json_range(job.range), "text": text, "stats": self.stats(result)}
+
+    async def apply_edit(self, params: InfillParams, text: str) -> bool:
+        """Ask the client to apply an infill; the user is told if it does not answer in time."""
+        edit = types.WorkspaceEdit(changes={params.uri: [types.TextEdit(range=params.range, new_text=text)]})
+        try:
+            applied = await self.protocol.ask(types.WORKSPACE_APPLY_EDIT, types.ApplyWorkspaceEditParams(
+                edit=edit, label="codila infill"), self.client_timeout)
+        except TimeoutError:
+            self.tell(f"the editor did not answer workspace/applyEdit within {self.client_timeout:g} s: the infill "
+                      "was not applied", types.MessageType.Warning)
+            return False
+        except JsonRpcException as exc:
+            self.tell(f"the editor did not apply the infill: {exc.message}", types.MessageType.Warning)
+            return False
+        return bool(applied and applied.applied)
 
 
 def _before_or_at(a: types.Position, b: types.Position) -> bool:
@@ -303,15 +424,22 @@ def did_change_configuration(ls: CodilaServer, params: types.DidChangeConfigurat
     ls.configure(params.settings)
 
 
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: CodilaServer, params: types.DidOpenTextDocumentParams) -> None:
+    ls.documents.open(params.text_document)
+
+
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: CodilaServer, params: types.DidChangeTextDocumentParams) -> None:
     ls.edited(params)
+    ls.documents.change(params, ls.encoding)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: CodilaServer, params: types.DidCloseTextDocumentParams) -> None:
-    for job in ls.active.get(unquote(params.text_document.uri), []):
-        job.cancel.set()
+    ls.supersede(params.text_document.uri)  # stops its decodes
+    ls.newest.pop(unquote(params.text_document.uri))
+    ls.documents.close(params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
@@ -319,31 +447,38 @@ async def inline_completion(ls: CodilaServer, params: types.InlineCompletionPara
     if params.context.selected_completion_info is not None:
         # the item would have to extend the popup's choice; leave that moment to the popup
         return types.InlineCompletionList(items=[])
-    ls.supersede(params.text_document.uri)
-    job, span = ls.inline_job(params.text_document.uri, params.position, params.work_done_token)
-    result, text = await ls.run(job)
-    if result is None:
+    uri, rid = params.text_document.uri, ls.request_id()
+    number = ls.supersede(uri)
+    job, span = await ls.documents.read(uri, lambda doc: ls.inline_job(uri, doc, params.position,
+                                                                       params.work_done_token))
+    done = await ls.run(job, rid, number)
+    if done is None:
         return types.InlineCompletionList(items=[])
-    text = fill.trim(text, span, job.suffix)
-    ls.draft(job, ls.protocol.msg_id, text, done=True, result=result)
-    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=job.range)])
+    texts = [fill.trim(text, span, job.suffix) for _, text in done]
+    ls.draft(job, rid, texts[0], done=True, result=done[0][0])
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=job.range)
+                                             for text in texts])
 
 
 @server.feature(INFILL)
-async def infill(ls: CodilaServer, params) -> dict | None:
-    return await ls.infill(parse_infill_params(params))
+async def infill(ls: CodilaServer, params: InfillParams) -> dict | None:
+    return await ls.infill(params)
+
+
+@server.feature(SETTINGS)
+def current_settings(ls: CodilaServer, params) -> dict:
+    """The settings in force, by the client's names."""
+    return as_options(ls.settings)
 
 
 @server.command(INFILL_COMMAND)
-async def infill_selection(ls: CodilaServer, *args) -> dict | None:
-    """Infill the selection and apply the result as a workspace edit."""
-    params = parse_infill_params(args[0] if len(args) == 1 else list(args))
+async def infill_selection(ls: CodilaServer, *args: InfillParams) -> dict | None:
+    """Infill the selection and apply the result as a workspace edit. rpc.py parsed the arguments
+    into one InfillParams (`*args`: pygls would structure a typed parameter again)."""
+    params = args[0]
     reply = await ls.infill(params)
-    if reply is None:
-        return None
-    edit = types.WorkspaceEdit(changes={params.uri: [types.TextEdit(range=params.range, new_text=reply["text"])]})
-    applied = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label="codila infill"))
-    reply["applied"] = bool(applied and applied.applied)
+    if reply is not None:
+        reply["applied"] = await ls.apply_edit(params, reply["text"])
     return reply
 
 
@@ -364,6 +499,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
                    help="what reaches stderr / --log-file (default: %(default)s)")
     p.add_argument("--log-file", help="write the log here instead of stderr (default: stderr)")
+    p.add_argument("--client-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the editor to answer a request the server sends, such as "
+                        "workspace/applyEdit (default: %(default)s)")
     return p.parse_args(argv)
 
 
@@ -377,4 +515,5 @@ def main(argv: list[str] | None = None) -> None:
         types.LogMessageParams(type=kind, message=message)))
     server.settings = replace(server.settings, dlm=args.dlm, ar=args.ar, device=args.device, dtype=args.dtype,
                               cache_dir=args.cache_dir)
+    server.client_timeout = args.client_timeout
     server.start_io()

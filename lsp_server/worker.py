@@ -23,6 +23,11 @@ class ModelsUnavailable(RuntimeError):
     """No model folders are configured and none ship with the package, or loading failed."""
 
 
+class Unservable(ValueError):
+    """The loaded models cannot run this decode (a span beyond their positions, a decoder they
+    lack): the request's or the settings' fault, found before any decoding."""
+
+
 class DecodeWorker:
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codila-decode")
@@ -75,7 +80,10 @@ class DecodeWorker:
 
         def job() -> Result:
             engine = self._engine_for(*key)
-            decoding = engine.decode(prefix, suffix, cfg, cancel=cancel)
+            try:
+                decoding = engine.decode(prefix, suffix, cfg, cancel=cancel)
+            except ValueError as exc:
+                raise Unservable(str(exc)) from None
             for event in decoding:
                 loop.call_soon_threadsafe(on_event, event)
             loop.call_soon_threadsafe(on_done, decoding.result)

@@ -6,7 +6,7 @@ import pytest
 
 from codila_engine.config import DecodeConfig
 from lsp_server.fill import lead, trim
-from lsp_server.settings import InfillLimits, Settings, SettingsError, apply_options
+from lsp_server.settings import InfillLimits, Settings, SettingsError, apply_options, as_options
 from lsp_server.spans import Span, choose_span
 
 CURSOR = "\u25ae"
@@ -52,7 +52,7 @@ def test_settings_from_client_options():
     settings, ignored = apply_options(Settings(), {
         "dlm": "/m/dlm", "ar": "/m/ar", "blockSize": 8, "mode": "dynamic", "threshold": 0.5,
         "spanCaps": {"lineRest": 5, "bogus": 1}, "infillMargin": 1.0, "colour": "red"})
-    assert settings.decode == DecodeConfig(block_size=8, mode="dynamic", threshold=0.5)
+    assert settings.decode == DecodeConfig(block_size=8, mode="dynamic", threshold=0.5, max_new_tokens=1)
     assert settings.caps.line_rest == 5 and settings.infill.margin == 1.0
     assert settings.model_key == ("/m/dlm", "/m/ar", None, None, None)
     assert ignored == ["colour", "spanCaps.bogus"]
@@ -64,16 +64,36 @@ def test_settings_from_client_options():
     ({"blockSize": 0}, "setting 'blockSize': must be a whole number of tokens >= 1, got 0"),
     ({"mode": "turbo"}, "setting 'mode': must be one of static, dynamic, got 'turbo'"),
     ({"threshold": float("nan")}, "setting 'threshold': must be a finite mean entropy"),
-    ({"spanCaps": {"lineRest": -1}}, "SpanCaps.line_rest"),
+    ({"spanCaps": {"lineRest": -1}}, "'spanCaps.lineRest': must be an integer >= 1, got -1"),
     ({"spanCaps": 3}, "spanCaps must be an object"),
     ({"infillMinTokens": 9, "infillMaxTokens": 4}, "infillMinTokens <= infillMaxTokens"),
-    ({"dlm": 5}, "'dlm' must be a string"),
-    ({"dtype": "int8"}, "'dtype' must be one of auto, float32"),
+    ({"dlm": 5}, "'dlm': must be a string or null"),
+    ({"dtype": "int8"}, "'dtype': must be one of auto, float32"),
     ("fast", "must be a JSON object"),
+    ({"codila": {"seed": "abc"}}, "'seed': must be an integer or null, got 'abc'"),
+    ({"placeholder": 5}, "'placeholder': must be a string, got 5"),
+    ({"fast": "yes"}, "'fast': must be true or false, got 'yes'"),
+    ({"blockSize": 4.0}, "'blockSize': must be an integer, got 4.0"),
+    ({"seed": 2**64}, "'seed': must be in \\[0, 2\\^63\\)"),
+    ({"temperature": 1e-300}, "'temperature': must be 0 \\(greedy\\) or at least 0.0001"),
+    ({"maxContext": 10**6}, "'maxContext': must be at most 32768"),
+    ({"spanCaps": {"blockBody": 3000}}, "'spanCaps.blockBody': 3000 tokens do not fit maxContext 2048"),
+    ({"maxContext": 128}, "'spanCaps.blockBody': 64 tokens do not fit|'infillMaxTokens': 256 tokens do not fit"),
+    ({"infillMargin": float("inf")}, "'infillMargin': must be a number in \\[0, 100\\]"),
+    ({"suggestions": 0}, "'suggestions': must be an integer from 1 to 5, got 0"),
+    ({"device": "cu\ud800da"}, "'device': must be valid Unicode text"),
 ])
 def test_bad_settings_name_the_problem(options, message):
     with pytest.raises(SettingsError, match=message):
         apply_options(Settings(), options)
+
+
+def test_a_rejected_change_applies_nothing_and_settings_round_trip():
+    base, _ = apply_options(Settings(), {"blockSize": 8, "suggestions": 3})
+    with pytest.raises(SettingsError):
+        apply_options(base, {"blockSize": 2, "scope": 4, "seed": "abc"})  # two good keys, one bad
+    assert base.decode.block_size == 8 and base.decode.scope == 10
+    assert apply_options(Settings(), as_options(base)) == (base, [])
 
 
 def test_infill_mask_tokens_from_selection():

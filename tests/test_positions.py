@@ -7,13 +7,17 @@ from lsp_server.positions import (
     LineIndex,
     PositionError,
     byte_to_offset,
+    column_length,
     encode,
+    line_count,
+    line_end,
+    line_start,
     offset_to_byte,
     offset_to_position,
     offsets_to_range,
     position_to_offset,
     range_to_offsets,
-    column_length,
+    window,
 )
 
 MIXED = "a = 'é'\r\nb = '中文'\rc = '😀x'\n\nd = 1"
@@ -135,3 +139,30 @@ def test_negotiated_utf8_and_utf32_encodings():
     assert offset_to_position(text, 3, encoding="utf-32") == pos(0, 3)
     with pytest.raises(ValueError, match="unknown position encoding"):
         column_length("x", encoding="utf-7")
+
+
+def test_clamped_positions_follow_lsp_for_edits():
+    text = "ab\r\ncd"
+    assert position_to_offset(text, pos(0, 9), clamp=True) == 2  # past the line's end: the line's end
+    assert position_to_offset(text, pos(7, 0), clamp=True) == len(text)  # past the last line: the end
+    with pytest.raises(PositionError):
+        position_to_offset(text, pos(0, 9))
+
+
+def test_window_keeps_whole_lines_and_the_cursor_line():
+    text = "".join(f"line {n}\n" for n in range(100))
+    cursor = text.index("line 50")
+    lo, hi = window(text, cursor, cursor, 20)
+    assert text[lo:hi] == "line 48\nline 49\nline 50\nline 51\n"  # 20 characters each side, whole lines
+    long_line = "x" * 1000 + "\n" + "y" * 1000
+    assert window(long_line, 500, 500, 10) == (0, 1000)  # never cuts the cursor's line
+    assert window("short", 2, 2, 100) == (0, 5)
+
+
+def test_large_text_conversions_need_no_line_index():
+    text = "é😀\n" * 200_000 + "tail"
+    assert line_count(text) == 200_001
+    assert position_to_offset(text, pos(200_000, 2)) == 600_002
+    assert offset_to_position(text, 600_002) == pos(200_000, 2)
+    assert offset_to_position(text, 4) == pos(1, 1)  # after the é on line 1
+    assert line_start(text, 4) == 3 and line_end(text, 4) == 5

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import pytest
 import pytest_lsp
+from lsp_wire import WireClient
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
@@ -297,3 +299,205 @@ async def test_loading_and_decoding_progress_reach_the_client_as_work_done_progr
     reports = [v.percentage for v in values if isinstance(v, types.WorkDoneProgressReport)]
     assert reports == sorted(reports) and reports[-1] == 100 and len(reports) == 3  # 12 masks, blocks of 4
     assert isinstance(values[-1], types.WorkDoneProgressEnd) and "tokens/s" in values[-1].message
+
+
+# --- the message layer, over raw stdio (tests/lsp_wire.py): malformed input on purpose -------------
+IC = "textDocument/inlineCompletion"
+SETTINGS_METHOD = "codila/settings"
+
+
+@pytest.fixture(scope="module")
+def wire(tiny_pair):
+    client = WireClient("--client-timeout", "1")
+    client.initialize({"dlm": str(tiny_pair[0]), "ar": str(tiny_pair[1]), "device": "cpu", "blockSize": 4,
+                       "spanCaps": {"lineRest": 4, "nextStatement": 8}})
+    client.wait_for_log("models loaded")
+    client.notify("textDocument/didOpen", {"textDocument": {"uri": URI, "languageId": "python", "version": 1,
+                                                            "text": SOURCE}})
+    yield client
+    if client.alive():
+        client.close()
+
+
+def _inline(line, character, uri=URI) -> dict:
+    return {"textDocument": {"uri": uri}, "position": {"line": line, "character": character},
+            "context": {"triggerKind": 1}}
+
+
+def _infill(start, end, uri=URI, **extra) -> dict:
+    return infill_params(start, end, uri, **extra)
+
+
+BAD_REQUESTS = [  # (method, params, error code, text of the error message)
+    (IC, {**_inline(0, 0), "position": {"line": "x", "character": 0}}, -32602,
+     "params.position.line: expected an integer, got a string"),
+    (IC, {**_inline(0, 0), "position": {"line": 1.5, "character": 0}}, -32602, "params.position.line: expected an int"),
+    (IC, _inline(-1, 0), -32602, "Position.line should be in range"),
+    (IC, _inline(2**31, 0), -32602, "Position.line should be in range"),
+    (IC, _inline(2**31 - 1, 0), -32602, "outside the document"),
+    (IC, {**_inline(0, 0), "position": None}, -32602, "params.position: expected an object, got null"),
+    (IC, None, -32602, "params: is missing"),
+    (IC, {**_inline(0, 0), "context": {"triggerKind": 9}}, -32602, "params.context.triggerKind"),
+    ("textDocument/hover", _inline(0, 0), -32601, "unknown method 'textDocument/hover'"),
+    ("textDocument/didOpen", {}, -32600, "is a notification"),
+    ("codila/infill", _infill((0, 0), (0, 3), maxTokens=5000), -32602, "5000 mask tokens: must be below 2048"),
+    ("codila/infill", _infill((0, 0), (0, 3), maxTokens=1500), -32602, "does not fit the DLM's 1024 positions"),
+    ("codila/infill", _infill((0, 0), (2**31, 0)), -32602, "range.end.line must be an integer in [0, 2^31)"),
+    ("codila/infill", _infill((0, 0), (0, 3), uri="file:///nope.py"), -32602, "unknown document"),
+    ("workspace/executeCommand", {"command": "nope"}, -32602, "'nope' is not defined"),
+    ("workspace/executeCommand", {"command": "codila.infillSelection", "arguments": [URI]}, -32602, "codila/infill"),
+]
+
+
+def test_every_bad_request_gets_exactly_one_error_response_and_one_warning_line(wire: WireClient):
+    ids = [wire.request(method, params) for method, params, _, _ in BAD_REQUESTS]
+    wire.send({"jsonrpc": "1.0", "id": "old", "method": SETTINGS_METHOD})
+    wire.sent_at["old"] = time.monotonic()
+    assert not wire.wait([*ids, "old"], 60)
+    for msg_id, (method, _, code, text) in zip([*ids, "old"], [*BAD_REQUESTS, ("", None, -32600, '"jsonrpc"')]):
+        error = wire.responses[msg_id]["error"]
+        assert error["code"] == code and text in error["message"], (method, error)
+        assert wire.answers[msg_id] == 1
+    warned = [m["message"] for m in wire.logs if m["type"] == types.MessageType.Warning]
+    for msg_id in [*ids, "old"]:
+        assert len([m for m in warned if f"request {msg_id!r}" in m]) == 1, (msg_id, warned)
+    assert "Traceback" not in "".join(m["message"] for m in wire.logs) + wire.stderr_text()
+    assert "result" in wire.call(IC, _inline(3, 6))  # still serving
+
+
+
+def test_unparsable_messages_get_an_answer_with_a_null_id_and_lowercase_headers_count(wire: WireClient):
+    before = len(wire.null_responses)
+    wire.send_bytes(b"{not json")
+    wire.send_bytes(b"[1, 2]")
+    wire.send({"jsonrpc": "2.0", "id": 1.5, "method": SETTINGS_METHOD})
+    lower = wire.request(SETTINGS_METHOD, header="content-length")
+    after = wire.request(SETTINGS_METHOD)
+    assert not wire.wait([lower, after], 30)
+    codes = [r["error"]["code"] for r in wire.null_responses[before:]]
+    assert codes == [-32700, -32600, -32600] and all(r["id"] is None for r in wire.null_responses[before:])
+
+
+def test_a_rejected_configuration_keeps_the_settings_and_names_the_key_once(wire: WireClient):
+    before = wire.call(SETTINGS_METHOD)["result"]
+    for bad in ({"seed": "abc"}, {"placeholder": 5}, {"fast": "yes"}, {"spanCaps": {"blockBody": 10**6}}):
+        shown = len(wire.logs)
+        wire.notify("workspace/didChangeConfiguration", {"settings": {"codila": {"blockSize": 2, **bad}}})
+        assert wire.call(SETTINGS_METHOD)["result"] == before
+        key = next(iter(bad))
+        told = [m for m in wire.logs[shown:] if m["method"] == "window/showMessage"]
+        assert len(told) == 1 and f"'{key}" in told[0]["message"], told
+        assert "result" in wire.call(IC, _inline(3, 6))  # completions still work
+
+
+def test_suggestions_returns_that_many_items_and_streams_only_the_first(wire: WireClient):
+    wire.notify("workspace/didChangeConfiguration", {"settings": {"codila": {"suggestions": 3, "temperature": 1.0}}})
+    try:
+        msg_id = wire.request(IC, _inline(1, 16))
+        assert not wire.wait([msg_id], 120)
+        items = wire.responses[msg_id]["result"]["items"]
+        assert len(items) == 3 and all(item["range"] == items[0]["range"] for item in items)
+        drafts = [d for d in wire.drafts if d["id"] == msg_id]
+        assert [d["done"] for d in drafts].count(True) == 1 and drafts[-1]["done"]
+        assert drafts[-1]["text"] == items[0]["insertText"]
+    finally:
+        wire.notify("workspace/didChangeConfiguration", {"settings": {"codila": {"suggestions": 1,
+                                                                                 "temperature": 0.1}}})
+
+
+def test_an_unanswered_apply_edit_times_out_and_the_user_is_told(wire: WireClient):
+    wire.answer_edits = False
+    try:
+        reply = wire.call("workspace/executeCommand", {"command": "codila.infillSelection",
+                                                       "arguments": [URI, _infill((1, 11), (1, 16))["range"]]})
+    finally:
+        wire.answer_edits = True
+    assert reply["result"]["applied"] is False
+    assert any("did not answer workspace/applyEdit within 1 s" in m["message"] for m in wire.logs
+               if m["method"] == "window/showMessage")
+
+
+def test_lone_surrogates_and_size_limits(wire: WireClient):
+    odd = "file:///work/odd.py"
+    wire.notify("textDocument/didOpen", {"textDocument": {"uri": odd, "languageId": "python", "version": 1,
+                                                          "text": "x = '\ud800'\nprint(x, '\udfff')\n"}})
+    assert "result" in wire.call(IC, _inline(1, 6, odd))
+    assert "result" in wire.call("codila/infill", _infill((0, 4), (0, 7), odd))
+    wide = "file:///work/wide.py"
+    wire.notify("textDocument/didOpen", {"textDocument": {"uri": wide, "languageId": "python", "version": 1,
+                                                          "text": "x = 1\n" * 20_000}})
+    error = wire.call("codila/infill", _infill((0, 0), (19_999, 0), wide))["error"]
+    assert error["code"] == -32602 and "the selection has 119,994 characters" in error["message"]
+    huge = "file:///work/huge.py"
+    wire.notify("textDocument/didOpen", {"textDocument": {"uri": huge, "languageId": "python", "version": 1,
+                                                          "text": "x = 1\n" * 1_500_000}})
+    error = wire.call(IC, _inline(0, 0, huge))["error"]
+    assert error["code"] == -32602 and "9,000,000 characters; codila completes documents of up to" in error["message"]
+    for uri in (odd, wide, huge):
+        wire.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+
+
+def test_a_5mb_document_never_blocks_the_event_loop_and_its_memory_returns_after_close(wire: WireClient):
+    import json
+    from pathlib import Path
+
+    big_uri = "file:///work/big.py"
+    source = (Path(__file__).parents[1] / "lsp_server" / "spans.py").read_text()
+    big = (source * (5_000_000 // len(source) + 1))[:5_000_000]
+    wire.call(SETTINGS_METHOD)
+    time.sleep(0.5)
+    idle, _ = wire.memory_kib()
+    lines = big.count("\n")
+    wire.notify("textDocument/didOpen", {"textDocument": {"uri": big_uri, "languageId": "python", "version": 1,
+                                                          "text": big}})
+    slow = [wire.request(IC, _inline(lines // 2, 4, big_uri)),
+            wire.request("codila/infill", _infill((lines - 10, 0), (lines - 9, 0), big_uri))]
+    trivial = []
+    for _ in range(5):
+        trivial.append(wire.request(SETTINGS_METHOD))
+        time.sleep(0.05)
+    assert not wire.wait(slow + trivial, 120)
+    assert all("result" in wire.responses[i] for i in slow)
+    opened, _ = wire.memory_kib()
+    wire.notify("textDocument/didClose", {"textDocument": {"uri": big_uri}})
+    wire.call(SETTINGS_METHOD)
+    time.sleep(0.5)
+    closed, peak = wire.memory_kib()
+    numbers = {"trivial_request_s": round(max(wire.latency(i) for i in trivial), 3), "idle_rss_mib": idle // 1024,
+               "open_rss_mib": opened // 1024, "closed_rss_mib": closed // 1024, "peak_rss_mib": peak // 1024}
+    print("\n5 MB document:", json.dumps(numbers))
+    assert numbers["trivial_request_s"] < 2.0, numbers  # was 1.04 s per request on a quiet machine before
+    assert closed - idle < 64 * 1024, numbers
+
+
+def test_after_shutdown_requests_are_refused_and_exit_is_clean(wire: WireClient):
+    assert wire.call("shutdown")["result"] is None
+    error = wire.call(SETTINGS_METHOD)["error"]
+    assert error["code"] == -32600 and "shutting down" in error["message"]
+    wire.notify("exit")
+    assert wire.proc.wait(60) == 0
+    assert "Traceback" not in "".join(m["message"] for m in wire.logs) + wire.stderr_text()
+
+
+def test_frames_are_read_with_case_insensitive_headers_and_bounded_sizes():
+    import io
+
+    from pygls.exceptions import JsonRpcInvalidRequest, JsonRpcParseError
+
+    from lsp_server import rpc
+
+    stream = io.BytesIO(b"content-length: 2\r\n\r\n{}"
+                        b"\r\nX-Other: 1\r\nCONTENT-LENGTH:  7\r\nContent-Type: x\r\n\r\n[1, 2] "
+                        b"Content-Type: y\r\n\r\n"
+                        b"Content-Length: 5\r\n\r\n{oops"
+                        b"Content-Length: 99999999999\r\n\r\n" + b"x" * 10)
+    assert rpc.read_message(stream) == {}
+    assert rpc.read_message(stream) == [1, 2]
+    with pytest.raises(JsonRpcInvalidRequest, match="without a valid Content-Length"):
+        rpc.read_message(stream)
+    with pytest.raises(JsonRpcParseError, match="not JSON"):
+        rpc.read_message(stream)
+    with pytest.raises(JsonRpcInvalidRequest, match="a message of 99999999999 bytes"):
+        rpc.read_message(stream)  # its body is skipped
+    with pytest.raises(EOFError):
+        rpc.read_message(stream)
