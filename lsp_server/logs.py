@@ -37,6 +37,8 @@ class ClientLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(self._sending, "active", False):  # a record about sending a record: no loop
             return
+        if record.name.startswith("pygls") and record.levelno < logging.WARNING:
+            return  # pygls logs every message it sends at info: sending that would log it again, forever
         if self.loop is None or self.loop.is_closed():
             self.fallback.handle(record)
             return

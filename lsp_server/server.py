@@ -290,7 +290,7 @@ class CodilaServer(LanguageServer):
         def on_event(event: Event) -> None:
             nonlocal committed
             if n == 0 and not cancel.is_set():
-                self.draft(job, rid, job.lead + event.draft, done=False)
+                self.draft(job, rid, job.lead + event.draft, done=False, masks=event.masks)
                 committed += len(event.positions)
                 self.progress_report(progress, f"{committed} of {cfg.span_tokens} tokens",
                                      min(100, 100 * committed // cfg.span_tokens))
@@ -315,9 +315,12 @@ class CodilaServer(LanguageServer):
             self.progress_end(progress, "failed")
             raise
 
-    def draft(self, job: Job, rid, text: str, done: bool, result: Result | None = None) -> None:
-        """One `codila/draft`; the final one (`done`) carries the decode's statistics."""
-        params = {"uri": job.uri, "id": rid, "range": _json_range(job.range), "text": text, "done": done}
+    def draft(self, job: Job, rid, text: str, done: bool, result: Result | None = None,
+              masks: tuple[int, ...] = ()) -> None:
+        """One `codila/draft` (`masks`: tokens behind each placeholder of `text`, in order); the
+        final one (`done`) carries the decode's statistics."""
+        params = {"uri": job.uri, "id": rid, "range": _json_range(job.range), "text": text, "done": done,
+                  "masks": list(masks)}
         if result is not None:
             params["stats"] = self.stats(result)
         self.protocol.notify(DRAFT, params)
@@ -493,7 +496,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--dlm", help="DLM folder (default: the shipped pair, if any, else none)")
     p.add_argument("--ar", help="AR folder (default: the shipped pair's, else the default model)")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
-    p.add_argument("--dtype", choices=("auto", *DTYPES), help="(default: auto)")
+    p.add_argument("--dtype", choices=("auto", *DTYPES),
+                   help="weights and compute dtype: auto picks bfloat16 on CUDA and on CPUs where it is measured "
+                        "faster, float32 otherwise (default: auto)")
     p.add_argument("--cache-dir", help="where the default model is prepared (default: $CODILA_CACHE_DIR, else "
                                        "$XDG_CACHE_HOME/codila, else ~/.cache/codila)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),

@@ -89,8 +89,11 @@ class Settings:
 
     @property
     def model_key(self) -> tuple:
-        """What the loaded engine depends on: a change means loading again."""
-        return (self.dlm, self.ar, self.device, self.dtype, self.cache_dir)
+        """What the loaded engine depends on: a change means loading again. Without model
+        folders, the decoder picks the default models (the AR for fim and auto; the default DLM
+        for dlm and dream; both for codila)."""
+        defaults = None if (self.dlm or self.ar) else {"dlm": "dlm", "dream": "dlm", "codila": "codila"}.get(self.decode.decoder)
+        return (self.dlm, self.ar, self.device, self.dtype, self.cache_dir, defaults)
 
 
 def _need(ok: bool, key: str, what: str, value: Any) -> None:

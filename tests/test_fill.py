@@ -54,7 +54,9 @@ def test_settings_from_client_options():
         "spanCaps": {"lineRest": 5, "bogus": 1}, "infillMargin": 1.0, "colour": "red"})
     assert settings.decode == DecodeConfig(block_size=8, mode="dynamic", threshold=0.5, max_new_tokens=1)
     assert settings.caps.line_rest == 5 and settings.infill.margin == 1.0
-    assert settings.model_key == ("/m/dlm", "/m/ar", None, None, None)
+    assert settings.model_key == ("/m/dlm", "/m/ar", None, None, None, None)
+    defaults, _ = apply_options(Settings(), {"decoder": "dream"})  # no folders: the decoder picks the default DLM
+    assert defaults.model_key[-1] == "dlm" and apply_options(Settings(), {})[0].model_key[-1] is None
     assert ignored == ["colour", "spanCaps.bogus"]
     nested, _ = apply_options(settings, {"codila": {"scope": 3}})  # didChangeConfiguration shape
     assert nested.decode.scope == 3 and nested.decode.block_size == 8
