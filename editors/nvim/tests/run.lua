@@ -22,7 +22,6 @@ local spec_timeout_ms = (tonumber(os.getenv("CODILA_SPEC_TIMEOUT_S") or "") or 1
 local tmp = vim.fn.tempname()
 vim.fn.mkdir(tmp, "p")
 
-local PLACEHOLDER = "···" -- the plugin's default `placeholder`
 
 -- In each Neovim under test: record drafts (with the extmarks they left), requests, settings sent,
 -- notifications and the server's log; optionally hold responses back or rewrite them.
@@ -52,7 +51,7 @@ local INSTRUMENT = [[
     client.handlers["codila/draft"] = function(err, params, ctx)
       draft(err, params, ctx)
       table.insert(T.drafts, { id = params.id, text = params.text, done = params.done, stats = params.stats,
-        marks = marks(), status = require("codila").status() })
+        masks = params.masks, marks = marks(), status = require("codila").status() })
     end
     local notify = client.notify
     client.notify = function(...)
@@ -221,12 +220,16 @@ local function alone(setup, before, fn)
 end
 
 -- `text` as ghost text shows it: control characters as ^X (random tiny models write some); in a
--- draft (`draft` true) each masked run as the placeholder
+-- draft (`draft`: its `masks`) each masked run as one `·` per masked token
 local function shown(text, draft)
   local lines = vim.tbl_map(vim.fn.strtrans, vim.split(text, "\n"))
   local out = table.concat(lines, "\n")
   if draft then
-    out = out:gsub("⋯", PLACEHOLDER)
+    local run = 0
+    out = out:gsub("⋯", function()
+      run = run + 1
+      return string.rep("·", draft[run])
+    end)
   end
   return out
 end
@@ -310,12 +313,12 @@ spec("drafts grow in place with masked runs as placeholders; Tab accepts; the st
         s[#s + 1] = chunk[1]
         if chunk[2] == "CodilaMasked" or (type(chunk[2]) == "table" and chunk[2][1] == "CodilaMasked") then
           masked = masked + 1
-          eq(PLACEHOLDER, chunk[1], "a masked run's placeholder")
+          assert(#chunk[1] > 0 and chunk[1]:gsub("·", "") == "", "a masked run is drawn as dots: " .. chunk[1])
         end
       end
       ghost_lines[#ghost_lines + 1] = table.concat(s)
     end
-    eq(shown(draft.text, true), table.concat(ghost_lines, "\n"), "draft " .. i .. " as virt_text + virt_lines")
+    eq(shown(draft.text, draft.masks), table.concat(ghost_lines, "\n"), "draft " .. i .. " as virt_text + virt_lines")
     assert(draft.status:find("^codila: decoding"), "the status while decoding: " .. draft.status)
   end
   assert(drafts[1].text:find("⋯"), "the first draft has masked tokens (⋯): " .. drafts[1].text)
@@ -548,7 +551,7 @@ spec("typing cancels a stale decode; Esc dismisses the draft and cancels the dec
   end)
   wait_for("the new request's draft on screen", function()
     local last = lua("return T.drafts[#T.drafts]")
-    return last.id > first and ghost() == shown(last.text, true)
+    return last.id > first and ghost() == shown(last.text, last.masks)
   end)
   keys("<Esc>")
   wait_for("the second decode to be cancelled", function()

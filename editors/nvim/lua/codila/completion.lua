@@ -265,7 +265,7 @@ function M.on_draft(_, draft, ctx)
         end -- an infill's final text arrives as the server's workspace edit
       elseif opts().live_draft and not st.quiet then
         st.items, st.index = nil, nil
-        st.mark = ghost.show(bufnr, st.mark, draft.range, draft.text, opts().placeholder)
+        st.mark = ghost.show(bufnr, st.mark, draft.range, draft.text, opts().placeholder, draft.masks)
       end
       return
     end

@@ -27,8 +27,9 @@ function M.highlights()
   set("CodilaReplaced", { strikethrough = true, cterm = { strikethrough = true } })
 end
 
---- A line of ghost text as virt_text chunks; with `placeholder`, each `⋯` becomes a dimmed run.
-local function chunks(line, placeholder)
+--- A line of ghost text as virt_text chunks; with `placeholder`, each `⋯` becomes a dimmed run:
+--- one `·` per masked token where the draft says how many (`runs`, taken in order), else `placeholder`.
+local function chunks(line, placeholder, runs)
   if not placeholder or not line:find(M.MASK, 1, true) then
     return { { line, "CodilaGhost" } }
   end
@@ -41,7 +42,8 @@ local function chunks(line, placeholder)
     if s > pos then
       out[#out + 1] = { line:sub(pos, s - 1), "CodilaGhost" }
     end
-    out[#out + 1] = { placeholder, "CodilaMasked" }
+    local n = runs and table.remove(runs, 1)
+    out[#out + 1] = { type(n) == "number" and string.rep("·", n) or placeholder, "CodilaMasked" }
     pos = e + 1
   end
   if pos <= #line then
@@ -52,16 +54,19 @@ end
 
 --- Shows `text`, which will replace `range` (LSP range, UTF-8 columns), as the extmark `id` (nil: a
 --- new one). `placeholder`: draw masked runs as it (drafts); nil: the text as it is (suggestions).
+--- `masks` (a draft's): how many tokens each `⋯` stands for, drawn as that many `·`.
 --- Returns the extmark id.
-function M.show(bufnr, id, range, text, placeholder)
+function M.show(bufnr, id, range, text, placeholder, masks)
   local lines = vim.split(text, "\n", { plain = true })
+  local runs = type(masks) == "table" and vim.list_slice(masks) or nil
+  local first = chunks(lines[1], placeholder, runs)
   local virt_lines = {}
   for i = 2, #lines do
-    virt_lines[#virt_lines + 1] = chunks(lines[i], placeholder)
+    virt_lines[#virt_lines + 1] = chunks(lines[i], placeholder, runs)
   end
   return api.nvim_buf_set_extmark(bufnr, M.ns, range.start.line, range.start.character, {
     id = id,
-    virt_text = chunks(lines[1], placeholder),
+    virt_text = first,
     virt_text_pos = "inline",
     virt_lines = virt_lines,
     end_row = range["end"].line,
