@@ -30,8 +30,16 @@ class BlockDecoder(Protocol):
 
     embedding: torch.Tensor
 
-    def decode_blocks(self, inputs: torch.Tensor, forced: torch.Tensor, *, allowed: torch.Tensor | None,
-                      temperature: float, top_p: float, generator: torch.Generator | None) -> BlockDrafts: ...
+    def decode_blocks(
+        self,
+        inputs: torch.Tensor,
+        forced: torch.Tensor,
+        *,
+        allowed: torch.Tensor | None,
+        temperature: float,
+        top_p: float,
+        generator: torch.Generator | None,
+    ) -> BlockDrafts: ...
 
 
 class LocalAR:
@@ -46,8 +54,16 @@ class LocalAR:
         kinds = {"qwen3": (Qwen3ForCausalLM, Qwen3Config), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}
         raw = read_config(check_folder(path, "AR"))
         model_cls, config_cls = kinds.get(raw.get("model_type"), kinds["qwen3"])
-        model, tokenizer, _ = load_checkpoint(path, "AR", "Qwen3 or Qwen2", lambda raw: raw.get("model_type") in kinds,
-                                              model_cls, config_cls, device=device, dtype=dtype)
+        model, tokenizer, _ = load_checkpoint(
+            path,
+            "AR",
+            "Qwen3 or Qwen2",
+            lambda raw: raw.get("model_type") in kinds,
+            model_cls,
+            config_cls,
+            device=device,
+            dtype=dtype,
+        )
         return cls(model, tokenizer)
 
     @property

@@ -38,20 +38,60 @@ class Shapes:
 
 
 PAPER = Shapes(  # Dream-Coder-v0-Instruct-7B and Qwen3-0.6B
-    dlm=dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-             intermediate_size=18944, vocab_size=152064, rope_theta=1e6, max_position_embeddings=32768,
-             rms_norm_eps=1e-6, tie_word_embeddings=False),
-    ar=dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
-            intermediate_size=3072, vocab_size=151936, rope_theta=1e6, max_position_embeddings=40960,
-            rms_norm_eps=1e-6, tie_word_embeddings=True),
-    mask_id=151666, eos_id=151643, think_ids=(151667, 151668),
+    dlm=dict(
+        hidden_size=3584,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        intermediate_size=18944,
+        vocab_size=152064,
+        rope_theta=1e6,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+    ),
+    ar=dict(
+        hidden_size=1024,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        intermediate_size=3072,
+        vocab_size=151936,
+        rope_theta=1e6,
+        max_position_embeddings=40960,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    ),
+    mask_id=151666,
+    eos_id=151643,
+    think_ids=(151667, 151668),
 )
 TINY = Shapes(
-    dlm=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-             intermediate_size=128, vocab_size=512, max_position_embeddings=2048, tie_word_embeddings=False),
-    ar=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-            intermediate_size=128, vocab_size=500, max_position_embeddings=256, tie_word_embeddings=True),
-    mask_id=300, eos_id=299, think_ids=(301, 302),
+    dlm=dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=512,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+    ),
+    ar=dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=128,
+        vocab_size=500,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    ),
+    mask_id=300,
+    eos_id=299,
+    think_ids=(301, 302),
 )
 SHAPES = {"paper": PAPER, "tiny": TINY}
 
@@ -75,16 +115,20 @@ def random_engine(shapes: Shapes, device: torch.device, dtype: torch.dtype, init
     allowed = torch.zeros(shapes.ar["vocab_size"], dtype=torch.bool, device=device)
     allowed[:n] = keep
     bridge = VocabBridge(keep, allowed, shapes.eos_id, *shapes.think_ids)
-    return Engine(DreamDLM(dlm, None, mask_id=shapes.mask_id, eos_id=shapes.eos_id, pad_id=shapes.eos_id),
-                  LocalAR(ar, None), bridge=bridge)
+    return Engine(
+        DreamDLM(dlm, None, mask_id=shapes.mask_id, eos_id=shapes.eos_id, pad_id=shapes.eos_id),
+        LocalAR(ar, None),
+        bridge=bridge,
+    )
 
 
 def bench_canvas(engine: Engine, prompt: int, span: int, block: int, seed: int) -> Canvas:
     """prompt random ordinary tokens | span masks | one suffix token (infilling: EOS never ends it)."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, engine.dlm.eos_id, (prompt,), generator=g).tolist()
-    return Canvas(ids[:-1], ids[-1:], span, block, mask_id=engine.dlm.mask_id, eos_id=engine.dlm.eos_id,
-                  device=engine.dlm.device)
+    return Canvas(
+        ids[:-1], ids[-1:], span, block, mask_id=engine.dlm.mask_id, eos_id=engine.dlm.eos_id, device=engine.dlm.device
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -126,8 +170,14 @@ def run_once(engine: Engine, cfg: DecodeConfig, args, profile: bool, limit: int 
     s = decoding.stats
     committed = sum(t is not None for t in canvas.span)
     iters = max(s.iterations, 1)
-    row = {"tokens": committed, "iterations": s.iterations, "wall_s": wall, "tokens_per_s": committed / wall,
-           "first_block_ms": 1e3 * first if first is not None else None, "ids": canvas.span_ids()}
+    row = {
+        "tokens": committed,
+        "iterations": s.iterations,
+        "wall_s": wall,
+        "tokens_per_s": committed / wall,
+        "first_block_ms": 1e3 * first if first is not None else None,
+        "ids": canvas.span_ids(),
+    }
     if profile:
         row["ms_per_iteration"] = {p: 1e3 * getattr(s, f"{p}_s") / iters for p in ("dlm", "cond", "ar", "select")}
     if device.type == "cuda":
@@ -155,12 +205,28 @@ def run_bench(args) -> dict:
     rate = matmul_rate(device, dtype, 8192 if device.type == "cuda" else 512)
     canvas_tokens = args.prompt + args.span
     floor_ms = 1e3 * 2 * dlm_params * canvas_tokens / rate
-    report = {"date": date.today().isoformat(), "device": _device_name(device), "dtype": str(dtype),
-              "shapes": args.shapes, "prompt": args.prompt, "span": args.span, "scope": args.scope,
-              "dlm_parameters": dlm_params, "matmul_tflops": rate / 1e12, "dlm_floor_ms": floor_ms, "runs": []}
+    report = {
+        "date": date.today().isoformat(),
+        "device": _device_name(device),
+        "dtype": str(dtype),
+        "shapes": args.shapes,
+        "prompt": args.prompt,
+        "span": args.span,
+        "scope": args.scope,
+        "dlm_parameters": dlm_params,
+        "matmul_tflops": rate / 1e12,
+        "dlm_floor_ms": floor_ms,
+        "runs": [],
+    }
     for block in args.block_sizes:
-        cfg = DecodeConfig(block_size=block, scope=args.scope, max_new_tokens=args.span, temperature=0, top_p=1.0,
-                           max_context=canvas_tokens + 1)
+        cfg = DecodeConfig(
+            block_size=block,
+            scope=args.scope,
+            max_new_tokens=args.span,
+            temperature=0,
+            top_p=1.0,
+            max_context=canvas_tokens + 1,
+        )
         entry = {"block_size": block}
         paths = {"plain": {}, "fast": {"fast": True}}
         if args.dual_cache:
@@ -200,24 +266,39 @@ def format_run(entry: dict) -> str:
             f"  {path:6s} {r['tokens_per_s']:8.1f} tok/s  first block {r['first_block_ms']:7.1f} ms  per iteration: "
             f"DLM {ms['dlm']:.2f}  cond {ms['cond']:.2f}  AR {ms['ar']:.2f}  select {ms['select']:.2f} ms  "
             f"(DLM at {100 * r['dlm_vs_floor']:.0f}% of floor)"
-            + (f"  peak {r['peak_gpu_gib']:.1f} GiB" if "peak_gpu_gib" in r else ""))
+            + (f"  peak {r['peak_gpu_gib']:.1f} GiB" if "peak_gpu_gib" in r else "")
+        )
     return "\n".join(lines)
 
 
 def add_bench_subcommand(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="decoding speed at the paper's sizes: plain vs fast path; "
-                                            "`codila bench model`: the real model on this machine")
-    p.add_argument("--shapes", choices=sorted(SHAPES), default=None,
-                   help="model shapes (default: paper on CUDA, tiny elsewhere)")
+    p = subparsers.add_parser(
+        "bench",
+        help="decoding speed at the paper's sizes: plain vs fast path; "
+        "`codila bench model`: the real model on this machine",
+    )
+    p.add_argument(
+        "--shapes", choices=sorted(SHAPES), default=None, help="model shapes (default: paper on CUDA, tiny elsewhere)"
+    )
     p.add_argument("--block-sizes", type=int, nargs="+", default=[2, 4, 8], help="block sizes B to measure, in tokens")
     p.add_argument("--prompt", type=int, default=256, help="prompt length, in tokens")
     p.add_argument("--span", type=int, default=768, help="span length, in masked tokens")
     p.add_argument("--scope", type=int, default=10, help="candidate blocks per iteration, in blocks")
-    p.add_argument("--max-iterations", type=int, default=0, help="stop each run after this many iterations (0: decode the whole span)")
+    p.add_argument(
+        "--max-iterations",
+        type=int,
+        default=0,
+        help="stop each run after this many iterations (0: decode the whole span)",
+    )
     p.add_argument("--init-std", type=float, default=0.02, help="standard deviation of the random weights (unitless)")
-    p.add_argument("--dual-cache", type=int, default=0, metavar="N",
-                   help="also run the approximate path: fast + dual cache refreshed every N iterations "
-                        "(default: %(default)s = skip, as everywhere)")
+    p.add_argument(
+        "--dual-cache",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run the approximate path: fast + dual cache refreshed every N iterations "
+        "(default: %(default)s = skip, as everywhere)",
+    )
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", help="also write the report to this JSON file (default: print only)")
@@ -234,6 +315,8 @@ def cmd_bench(args) -> int:
             json.dump(report, f, indent=2)
         print(f"wrote {args.json}")
     rates = [r["fast"]["tokens_per_s"] for r in report["runs"]]
-    print(f"DLM compute floor {report['dlm_floor_ms']:.2f} ms per forward at {report['matmul_tflops']:.3g} TFLOP/s; "
-          f"fast path median {statistics.median(rates):.1f} tok/s")
+    print(
+        f"DLM compute floor {report['dlm_floor_ms']:.2f} ms per forward at {report['matmul_tflops']:.3g} TFLOP/s; "
+        f"fast path median {statistics.median(rates):.1f} tok/s"
+    )
     return 0

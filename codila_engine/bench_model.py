@@ -20,8 +20,12 @@ from datetime import date
 from pathlib import Path
 
 REQUESTS = {  # name: (prefix, suffix, span tokens, single line)
-    "single-line infill (16)": ("def mean(xs):\n    if not xs:\n        raise ValueError('empty')\n    return ",
-                                "\n\n\ndef median(xs):\n    return sorted(xs)[len(xs) // 2]\n", 16, True),
+    "single-line infill (16)": (
+        "def mean(xs):\n    if not xs:\n        raise ValueError('empty')\n    return ",
+        "\n\n\ndef median(xs):\n    return sorted(xs)[len(xs) // 2]\n",
+        16,
+        True,
+    ),
     "completion (64)": ("import os\n\n\ndef list_python_files(folder):\n", "", 64, False),
 }
 
@@ -29,8 +33,9 @@ REQUESTS = {  # name: (prefix, suffix, span tokens, single line)
 def measure_prepare(cache_dir: Path) -> dict:
     """`codila models prepare` into an empty cache, in a child process: wall time and peak RSS."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "codila_engine.cli", "models", "prepare", "--cache-dir", str(cache_dir)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "codila_engine.cli", "models", "prepare", "--cache-dir", str(cache_dir)], check=True
+    )
     wall = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
     return {"wall_s": round(wall, 1), "peak_rss_gib": round(peak_kib / 2**20, 2)}
@@ -41,12 +46,23 @@ def run_requests(engine, cfg, repeats: int) -> dict:
     for name, (prefix, suffix, tokens, single_line) in REQUESTS.items():
         runs = []
         for _ in range(repeats):
-            result = engine.decode(prefix, suffix, cfg.with_options(max_new_tokens=tokens, single_line=single_line)).run()
+            result = engine.decode(
+                prefix, suffix, cfg.with_options(max_new_tokens=tokens, single_line=single_line)
+            ).run()
             s = result.stats
-            runs.append({"first_draft_s": s.first_commit_s, "wall_s": s.wall_s, "tokens": s.tokens,
-                         "tokens_per_s": s.tokens / s.wall_s if s.wall_s else 0.0, "text": result.text})
-        rows[name] = {key: statistics.median(r[key] for r in runs) for key in ("first_draft_s", "wall_s", "tokens",
-                                                                               "tokens_per_s")}
+            runs.append(
+                {
+                    "first_draft_s": s.first_commit_s,
+                    "wall_s": s.wall_s,
+                    "tokens": s.tokens,
+                    "tokens_per_s": s.tokens / s.wall_s if s.wall_s else 0.0,
+                    "text": result.text,
+                }
+            )
+        rows[name] = {
+            key: statistics.median(r[key] for r in runs)
+            for key in ("first_draft_s", "wall_s", "tokens", "tokens_per_s")
+        }
         rows[name]["text"] = runs[-1]["text"]
     return rows
 
@@ -56,15 +72,20 @@ def cmd_bench_model(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-              "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    report = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
     with tempfile.TemporaryDirectory(prefix="codila-bench-cache-") as fresh:  # removed afterwards (1 GB)
         cache_dir = args.cache_dir
         if args.prepare:
             cache_dir = fresh
             report["prepare"] = measure_prepare(Path(cache_dir))
-            print(f"first-run preparation: {report['prepare']['wall_s']} s, "
-                  f"peak RSS {report['prepare']['peak_rss_gib']} GiB")
+            print(
+                f"first-run preparation: {report['prepare']['wall_s']} s, "
+                f"peak RSS {report['prepare']['peak_rss_gib']} GiB"
+            )
         report.update(measure_decoding(args, cache_dir))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
@@ -95,21 +116,31 @@ def measure_decoding(args, cache_dir: str | None) -> dict:
         report[key] = {"model": models.name, "decoder": cfg.decoder, "load_s": round(load_s, 2), "requests": rows}
         print(f"{models.name}, {cfg.decoder} decoder, {key} on {device}: loaded in {load_s:.2f} s")
         for name, r in rows.items():
-            print(f"  {name:26s} first draft {r['first_draft_s']:.3f} s  {r['tokens']:.0f} tokens in {r['wall_s']:.2f} s "
-                  f"({r['tokens_per_s']:.1f} tok/s)")
+            print(
+                f"  {name:26s} first draft {r['first_draft_s']:.3f} s  {r['tokens']:.0f} tokens in {r['wall_s']:.2f} s "
+                f"({r['tokens_per_s']:.1f} tok/s)"
+            )
         del engine
     return report
 
 
 def add_bench_model_subcommand(subparsers) -> None:
-    p = subparsers.add_parser("model", help="the real model: first-run preparation, load time, decoding speed "
-                                            "(default: the default model with the fim decoder)")
+    p = subparsers.add_parser(
+        "model",
+        help="the real model: first-run preparation, load time, decoding speed "
+        "(default: the default model with the fim decoder)",
+    )
     p.add_argument("--dlm", help="DLM folder (default: none, as for every command)")
     p.add_argument("--ar", help="AR folder (default: the shipped pair's, else the default model)")
     p.add_argument("--decoder", default="auto", help="as for `codila generate` (default: %(default)s)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--dtypes", nargs="+", default=["auto"], metavar="DTYPE",
-                   help="measure each: auto, float32, bfloat16, float16 (default: auto)")
+    p.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["auto"],
+        metavar="DTYPE",
+        help="measure each: auto, float32, bfloat16, float16 (default: auto)",
+    )
     p.add_argument("--prepare", action="store_true", help="also measure the first-run preparation, in a new cache")
     p.add_argument("--cache-dir", help="where the default model is prepared (default: the usual cache)")
     p.add_argument("--repeats", type=int, default=3, help="runs per request; medians are reported (default: 3)")

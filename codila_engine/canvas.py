@@ -40,9 +40,7 @@ class Canvas:
         self.prefix_ids = list(prefix_ids)
         self.suffix_ids = list(suffix_ids)
         self.span: list[int | None] = [None] * span_len  # None = still masked
-        self.ids = torch.tensor(
-            [*prefix_ids, *([mask_id] * span_len), *suffix_ids], dtype=torch.long, device=device
-        )
+        self.ids = torch.tensor([*prefix_ids, *([mask_id] * span_len), *suffix_ids], dtype=torch.long, device=device)
 
     # --- reading -----------------------------------------------------------------------
     @property

@@ -43,6 +43,7 @@ def cpu_bf16_is_faster() -> bool:
 
     With AVX512-BF16 or AMX they are ~3x faster; without, bfloat16 is emulated and slower, and
     torch's capability string does not tell the two apart."""
+
     def best(dtype: torch.dtype) -> float:
         a, b = torch.randn(512, 512, dtype=dtype), torch.randn(512, 512, dtype=dtype)
         a @ b
@@ -73,8 +74,9 @@ def check_folder(path: str | Path, role: str) -> Path:
     """Return the folder if it has config, tokenizer and every weight shard; else explain."""
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise ModelFolderError(f"{role} folder {folder} is a file, not a folder (give the folder that holds "
-                               "config.json and the weights)")
+        raise ModelFolderError(
+            f"{role} folder {folder} is a file, not a folder (give the folder that holds config.json and the weights)"
+        )
     if not folder.is_dir():
         raise ModelFolderError(f"{role} folder {folder} does not exist (give the path of a local model folder)")
     if not (folder / "config.json").is_file():
@@ -148,8 +150,10 @@ def load_weights(model_cls, folder: Path, config, device: torch.device, dtype: t
             ignore_mismatched_sizes=True,  # reported below as one clear error instead
         )
     except SafetensorError as exc:
-        raise DamagedModel(f"{role} weights in {folder} cannot be read ({exc}): the file is truncated or corrupted; "
-                           "copy it again (the default model: codila models remove && codila models prepare)") from None
+        raise DamagedModel(
+            f"{role} weights in {folder} cannot be read ({exc}): the file is truncated or corrupted; "
+            "copy it again (the default model: codila models remove && codila models prepare)"
+        ) from None
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -163,8 +167,19 @@ def load_weights(model_cls, folder: Path, config, device: torch.device, dtype: t
 _NOT_CONFIG = {"architectures", "auto_map", "model_type", "transformers_version", "torch_dtype", "dtype"}
 
 
-def load_checkpoint(path, role: str, kind: str, is_kind, model_cls, config_cls, *, device: torch.device | None,
-                    dtype: torch.dtype | None, required: tuple[str, ...] = (), **overrides):
+def load_checkpoint(
+    path,
+    role: str,
+    kind: str,
+    is_kind,
+    model_cls,
+    config_cls,
+    *,
+    device: torch.device | None,
+    dtype: torch.dtype | None,
+    required: tuple[str, ...] = (),
+    **overrides,
+):
     """Check, configure and load one model folder: (model, tokenizer, raw config.json).
 
     `is_kind(raw)` tells whether config.json describes the expected kind of model; the config
@@ -173,8 +188,10 @@ def load_checkpoint(path, role: str, kind: str, is_kind, model_cls, config_cls, 
     folder = check_folder(path, role)
     raw = read_config(folder)
     if not is_kind(raw):
-        raise ModelFolderError(f"{role} folder {folder} is not a {kind} checkpoint "
-                               f"(architectures={raw.get('architectures')}, model_type={raw.get('model_type')!r})")
+        raise ModelFolderError(
+            f"{role} folder {folder} is not a {kind} checkpoint "
+            f"(architectures={raw.get('architectures')}, model_type={raw.get('model_type')!r})"
+        )
     for key in required:
         if raw.get(key) is None:
             raise ModelFolderError(f"{role} config {folder / 'config.json'} has no {key}")
@@ -201,9 +218,15 @@ class Models:
     name: str  # what outputs say produced the text
 
 
-def model_folders(dlm: str | Path | None, ar: str | Path | None, decoder: str | None = None, *,
-                  flags: tuple[str, str] = ("--dlm", "--ar"), cache_dir: str | None = None,
-                  progress: bool = True) -> Models:
+def model_folders(
+    dlm: str | Path | None,
+    ar: str | Path | None,
+    decoder: str | None = None,
+    *,
+    flags: tuple[str, str] = ("--dlm", "--ar"),
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> Models:
     """The folders to load, in this order: the ones given (one alone runs the decoder it can);
     the pair shipped in the package; the default model (Qwen2.5-Coder-0.5B: the AR for fim and
     auto; for dlm and dream the DLM made from it with the shipped adapter; for codila that DLM and
@@ -228,12 +251,17 @@ def model_folders(dlm: str | Path | None, ar: str | Path | None, decoder: str | 
         return Models(str(folder), None, f"{default_model.DEFAULT.name} DLM ({folder.name})")
     if decoder == "codila":  # that DLM and the default model finetuned into its CoDiLA AR (shipped adapters)
         if default_model.adapted_source("ar") is None:
-            raise ValueError(f"the codila decoder needs a DLM and a CoDiLA-finetuned AR: give {f_dlm} PATH and {f_ar} "
-                             f"PATH; no CoDiLA AR adapter ships with this version (the default model runs "
-                             f"--decoder fim, dlm and dream)")
+            raise ValueError(
+                f"the codila decoder needs a DLM and a CoDiLA-finetuned AR: give {f_dlm} PATH and {f_ar} "
+                f"PATH; no CoDiLA AR adapter ships with this version (the default model runs "
+                f"--decoder fim, dlm and dream)"
+            )
         dlm_folder = default_model.adapted_folder("dlm", cache_dir, progress=progress)
         ar_folder = default_model.adapted_folder("ar", cache_dir, progress=progress)
-        return Models(str(dlm_folder), str(ar_folder),
-                      f"{default_model.DEFAULT.name} DLM + CoDiLA AR ({dlm_folder.name}, {ar_folder.name})")
+        return Models(
+            str(dlm_folder),
+            str(ar_folder),
+            f"{default_model.DEFAULT.name} DLM + CoDiLA AR ({dlm_folder.name}, {ar_folder.name})",
+        )
     folder = default_model.default_model_folder(cache_dir, progress=progress)
     return Models(None, str(folder), default_model.DEFAULT.name)

@@ -67,7 +67,8 @@ def codila_step(
         inputs, forced = block_inputs(probs, canvas.ids[positions], committed, ar.embedding, bridge, cfg.conditioning)
     with clock.phase("ar"):
         drafts = ar.decode_blocks(
-            inputs, forced, allowed=bridge.ar_allowed, temperature=cfg.temperature, top_p=cfg.top_p, generator=generator)
+            inputs, forced, allowed=bridge.ar_allowed, temperature=cfg.temperature, top_p=cfg.top_p, generator=generator
+        )
     with clock.phase("select"):
         if cfg.mode == "static":
             choice = static_choice(drafts.entropy, committed)

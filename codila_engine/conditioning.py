@@ -33,7 +33,7 @@ def soft_tokens(
     mapped = ar_marginals(probs, keep)
     n = keep.shape[0]
     if conditioning == "soft":
-        out = (mapped.to(embedding.dtype) @ embedding[:n])
+        out = mapped.to(embedding.dtype) @ embedding[:n]
     elif conditioning == "top1":
         out = embedding[mapped.argmax(-1)]
     else:

@@ -11,8 +11,13 @@ CONDITIONINGS = ("soft", "top1")
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes for weights and compute
 MIN_TEMPERATURE = 1e-4  # a positive temperature below this overflows float32 logits when divided
 # what each field's annotation accepts, and how to say it (a bool is never a number here)
-_KINDS = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
-          "bool": ((bool,), "true or false"), "int | None": ((int, type(None)), "an integer or null")}
+_KINDS = {
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
+    "bool": ((bool,), "true or false"),
+    "int | None": ((int, type(None)), "an integer or null"),
+}
 
 
 class OptionError(ValueError):
@@ -56,8 +61,11 @@ class DecodeConfig:
 
         for f in fields(self):  # types first: the ranges below compare numbers
             value, (kinds, name) = getattr(self, f.name), _KINDS[f.type]
-            need(isinstance(value, kinds) and (f.type == "bool" or not isinstance(value, bool)), f.name,
-                 f"must be {name}")
+            need(
+                isinstance(value, kinds) and (f.type == "bool" or not isinstance(value, bool)),
+                f.name,
+                f"must be {name}",
+            )
         need(self.seed is None or 0 <= self.seed < 2**63, "seed", "must be in [0, 2^63) (or null: a random seed)")
         need(self.decoder in DECODERS, "decoder", f"must be one of {', '.join(DECODERS)}")
         need(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}")
@@ -66,21 +74,37 @@ class DecodeConfig:
         need(self.scope >= 1, "scope", "must be a whole number of blocks >= 1")
         need(self.tokens_per_step >= 0, "tokens_per_step", "must be >= 1 tokens (0: the block size)")
         need(self.max_new_tokens >= 1, "max_new_tokens", "must be a whole number of tokens >= 1")
-        need(math.isfinite(self.threshold) and self.threshold >= 0, "threshold",
-             "must be a finite mean entropy >= 0 (nats)")
-        need(math.isfinite(self.temperature) and self.temperature >= 0, "temperature",
-             "must be finite and >= 0 (0: greedy)")
-        need(self.temperature == 0 or self.temperature >= MIN_TEMPERATURE, "temperature",
-             f"must be 0 (greedy) or at least {MIN_TEMPERATURE}")
+        need(
+            math.isfinite(self.threshold) and self.threshold >= 0,
+            "threshold",
+            "must be a finite mean entropy >= 0 (nats)",
+        )
+        need(
+            math.isfinite(self.temperature) and self.temperature >= 0,
+            "temperature",
+            "must be finite and >= 0 (0: greedy)",
+        )
+        need(
+            self.temperature == 0 or self.temperature >= MIN_TEMPERATURE,
+            "temperature",
+            f"must be 0 (greedy) or at least {MIN_TEMPERATURE}",
+        )
         need(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         need(self.max_context >= 2, "max_context", "must be >= 2 tokens")
-        need(self.span_tokens < self.max_context, "max_new_tokens",
-             f"must be below {self.max_context} tokens (the context kept around the span)")
+        need(
+            self.span_tokens < self.max_context,
+            "max_new_tokens",
+            f"must be below {self.max_context} tokens (the context kept around the span)",
+        )
         need(self.dual_cache >= 0, "dual_cache", "must be >= 0 iterations (0: exact)")
         need(self.steps >= 0, "steps", "must be >= 1 DLM forwards (0: one per token)")
         need(math.isfinite(self.eps) and 0 < self.eps < 1, "eps", "must be in (0, 1)")
         need(math.isfinite(self.alg_temp) and self.alg_temp >= 0, "alg_temp", "must be finite and >= 0")
-        need(self.alg_temp == 0 or self.alg_temp >= MIN_TEMPERATURE, "alg_temp", f"must be 0 or at least {MIN_TEMPERATURE}")
+        need(
+            self.alg_temp == 0 or self.alg_temp >= MIN_TEMPERATURE,
+            "alg_temp",
+            f"must be 0 or at least {MIN_TEMPERATURE}",
+        )
         need(self.top_k >= 0, "top_k", "must be >= 0 tokens (0: off)")
 
     @property

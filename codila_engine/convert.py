@@ -51,8 +51,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool) -> None:
 
     where, name = str(gguf_path.parent), gguf_path.name
     reader_bar = gguf_utils.tqdm
-    gguf_utils.tqdm = lambda tensors, desc=None: tqdm(tensors, desc="converting weights", unit="tensor",
-                                                      file=sys.stderr, disable=not progress)
+    gguf_utils.tqdm = lambda tensors, desc=None: tqdm(
+        tensors, desc="converting weights", unit="tensor", file=sys.stderr, disable=not progress
+    )
     try:
         with quiet_transformers():
             say("converting: reading the tokenizer and config (about half a minute), then the weights")
@@ -61,8 +62,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool) -> None:
             config.tie_word_embeddings = True
             with no_init_weights():  # every weight comes from the GGUF: skip 9 s of random init
                 model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-            tensors = gguf_utils.load_gguf_checkpoint(str(gguf_path), return_tensors=True, model_to_load=model,
-                                                      torch_dtype=torch.bfloat16)["tensors"]
+            tensors = gguf_utils.load_gguf_checkpoint(
+                str(gguf_path), return_tensors=True, model_to_load=model, torch_dtype=torch.bfloat16
+            )["tensors"]
             say("converting: saving bfloat16 safetensors")
             save_hf_folder(model, tensors, tokenizer, out_dir)
     finally:

@@ -82,8 +82,9 @@ class Decoding:
         stats.text_tokens = sum(t is not None for t in canvas.visible())
         for phase, seconds in self.clock.totals.items():
             setattr(stats, f"{phase}_s", seconds)
-        self.result = Result(text=canvas.text(self.decode), ids=canvas.span_ids(), stats=stats, cancelled=cancelled,
-                             decoder=self.decoder)
+        self.result = Result(
+            text=canvas.text(self.decode), ids=canvas.span_ids(), stats=stats, cancelled=cancelled, decoder=self.decoder
+        )
 
     def run(self) -> Result:
         """Decode to the end without looking at the events."""

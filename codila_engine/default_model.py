@@ -35,10 +35,14 @@ from codila_engine.convert import convert_adapted, convert_gguf, say
 
 MANIFEST = "codila-prepared.json"
 GGUF_NAME = "source.gguf"  # the joined GGUF, inside the temporary folder only
-INSTALL_HINT = ("install it with pip install 'codila[model]' (from a checkout: pip install -e \".[model]\"), "
-                "or pass --dlm/--ar model folders")
+INSTALL_HINT = (
+    "install it with pip install 'codila[model]' (from a checkout: pip install -e \".[model]\"), "
+    "or pass --dlm/--ar model folders"
+)
 REBUILD_HINT = "rebuild it with: codila models remove && codila models prepare"
-CACHE_HELP = "where prepared models live (default: $CODILA_CACHE_DIR, else $XDG_CACHE_HOME/codila, else ~/.cache/codila)"
+CACHE_HELP = (
+    "where prepared models live (default: $CODILA_CACHE_DIR, else $XDG_CACHE_HOME/codila, else ~/.cache/codila)"
+)
 
 
 class DefaultModelMissing(ModelFolderError):
@@ -94,8 +98,15 @@ def adapted_source(kind: str, adapter: Path | None = None) -> GgufSource | None:
     if not weights.is_file():
         return None
     tag = hashlib.sha256(weights.read_bytes() + (adapter / trained).read_bytes()).hexdigest()[:8]
-    return GgufSource(f"{DEFAULT.name}-{kind}-{tag}", DEFAULT.parts, DEFAULT.sha256, DEFAULT.size,
-                      2 * DEFAULT.output_size, adapter, kind)
+    return GgufSource(
+        f"{DEFAULT.name}-{kind}-{tag}",
+        DEFAULT.parts,
+        DEFAULT.sha256,
+        DEFAULT.size,
+        2 * DEFAULT.output_size,
+        adapter,
+        kind,
+    )
 
 
 def sources() -> list[GgufSource]:
@@ -129,13 +140,17 @@ def locate_parts(spec: GgufSource = DEFAULT) -> list[Path]:
         except metadata.PackageNotFoundError:
             raise DefaultModelMissing(f"default model part {want} is not installed: {INSTALL_HINT}") from None
         if dist.version != part.version:
-            raise DefaultModelMissing(f"default model part {part.distribution} {dist.version} is installed but "
-                                      f"{part.version} is needed: {INSTALL_HINT}")
+            raise DefaultModelMissing(
+                f"default model part {part.distribution} {dist.version} is installed but "
+                f"{part.version} is needed: {INSTALL_HINT}"
+            )
         listed = [f for f in dist.files or () if str(f) == part.path_in_dist]
         path = Path(dist.locate_file(listed[0])) if listed else None
         if path is None or not path.is_file():
-            raise DefaultModelMissing(f"default model part {want} is installed but its file {part.path_in_dist} is "
-                                      f"missing (reinstall: pip install --force-reinstall '{want}'); or {INSTALL_HINT}")
+            raise DefaultModelMissing(
+                f"default model part {want} is installed but its file {part.path_in_dist} is "
+                f"missing (reinstall: pip install --force-reinstall '{want}'); or {INSTALL_HINT}"
+            )
         paths.append(path)
     return paths
 
@@ -157,8 +172,9 @@ def verify(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> P
     """Everything `prepared` checks, plus every file's sha256; returns the folder."""
     folder = prepared(spec, cache_dir)
     if folder is None:
-        raise ModelFolderError(f"{spec.name} is not prepared in {model_folder(spec, cache_dir)}: "
-                               f"run codila models prepare")
+        raise ModelFolderError(
+            f"{spec.name} is not prepared in {model_folder(spec, cache_dir)}: run codila models prepare"
+        )
     for rel, entry in _read_manifest(folder, spec)["files"].items():
         if _sha256(folder / rel) != entry["sha256"]:
             raise DefaultModelCorrupt(f"{folder / rel} does not match its sha256 in {MANIFEST}: {REBUILD_HINT}")
@@ -166,8 +182,11 @@ def verify(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> P
 
 
 def _converter(spec: GgufSource):
-    return convert_gguf if spec.adapter is None else \
-        (lambda gguf, out, progress: convert_adapted(gguf, out, progress, spec.adapter, spec.kind))
+    return (
+        convert_gguf
+        if spec.adapter is None
+        else (lambda gguf, out, progress: convert_adapted(gguf, out, progress, spec.adapter, spec.kind))
+    )
 
 
 def adapted_folder(kind: str, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
@@ -175,14 +194,17 @@ def adapted_folder(kind: str, cache_dir: str | Path | None = None, progress: boo
     (the base model with the shipped adapter merged in)."""
     spec = adapted_source(kind)
     if spec is None:
-        what = {"dlm": "--dlm PATH (a Dream-format folder, e.g. from codila train dlm-export)",
-                "ar": "--ar PATH (a CoDiLA AR folder, e.g. from codila train ar-export)"}[kind]
+        what = {
+            "dlm": "--dlm PATH (a Dream-format folder, e.g. from codila train dlm-export)",
+            "ar": "--ar PATH (a CoDiLA AR folder, e.g. from codila train ar-export)",
+        }[kind]
         raise DefaultModelMissing(f"no {kind.upper()} adapter ships with this version of codila: pass {what}")
     return prepared(spec, cache_dir) or prepare(spec, cache_dir, progress)
 
 
-def default_model_folder(cache_dir: str | Path | None = None, progress: bool = True, *,
-                         spec: GgufSource = DEFAULT, convert=None) -> Path:
+def default_model_folder(
+    cache_dir: str | Path | None = None, progress: bool = True, *, spec: GgufSource = DEFAULT, convert=None
+) -> Path:
     """The default model's folder, prepared now if need be: what the CLI, server and evaluation call.
 
     Parts not installed: DefaultModelMissing with the install hint. A damaged prepared folder is
@@ -193,8 +215,13 @@ def default_model_folder(cache_dir: str | Path | None = None, progress: bool = T
     return prepared(spec, cache_dir) or prepare(spec, cache_dir, progress, convert)
 
 
-def prepare(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None, progress: bool = True,
-            convert=None, force: bool = False) -> Path:
+def prepare(
+    spec: GgufSource = DEFAULT,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    convert=None,
+    force: bool = False,
+) -> Path:
     """Join, verify and convert `spec` into its folder; return the folder.
 
     An existing prepared folder is returned as it is unless `force`; a damaged one is rebuilt.
@@ -206,13 +233,17 @@ def prepare(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None, pro
         return folder
     parts = locate_parts(spec)
     models = folder.parent
-    say(f"preparing {spec.name} in {folder} (one time; needs {_human(spec.size + spec.output_size)} of disk "
-         f"while preparing, {_human(spec.output_size)} after)")
+    say(
+        f"preparing {spec.name} in {folder} (one time; needs {_human(spec.size + spec.output_size)} of disk "
+        f"while preparing, {_human(spec.output_size)} after)"
+    )
     existing = next(p for p in [models, *models.parents] if p.exists())
     free = shutil.disk_usage(existing).free + sum(_size(p) for p in _leftovers(spec, models))
     if free < spec.size + spec.output_size:
-        raise ModelFolderError(f"not enough disk space to prepare {folder}: needs {spec.size + spec.output_size:,} "
-                               f"bytes, {free:,} free (use --cache-dir or $CODILA_CACHE_DIR to put it elsewhere)")
+        raise ModelFolderError(
+            f"not enough disk space to prepare {folder}: needs {spec.size + spec.output_size:,} "
+            f"bytes, {free:,} free (use --cache-dir or $CODILA_CACHE_DIR to put it elsewhere)"
+        )
     models.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(models / f"{spec.name}.lock"))
     try:
@@ -269,11 +300,22 @@ def _build(spec: GgufSource, parts: list[Path], tmp: Path, progress: bool, conve
     """Join and hash the parts in one pass, convert, delete the GGUF, write the manifest last."""
     total = sum(p.stat().st_size for p in parts)
     if total != spec.size:
-        raise DefaultModelCorrupt(f"the installed parts of {spec.name} add up to {total:,} bytes, expected "
-                                  f"{spec.size:,}: {_reinstall(spec)}")
+        raise DefaultModelCorrupt(
+            f"the installed parts of {spec.name} add up to {total:,} bytes, expected {spec.size:,}: {_reinstall(spec)}"
+        )
     gguf, digest = tmp / GGUF_NAME, hashlib.sha256()
-    with open(gguf, "wb") as out, tqdm(total=total, desc="joining parts", unit="B", unit_scale=True,
-                                        unit_divisor=1024, file=sys.stderr, disable=not progress) as bar:
+    with (
+        open(gguf, "wb") as out,
+        tqdm(
+            total=total,
+            desc="joining parts",
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            disable=not progress,
+        ) as bar,
+    ):
         for part in parts:
             with open(part, "rb") as f:
                 while chunk := f.read(1 << 23):
@@ -281,21 +323,38 @@ def _build(spec: GgufSource, parts: list[Path], tmp: Path, progress: bool, conve
                     out.write(chunk)
                     bar.update(len(chunk))
     if digest.hexdigest() != spec.sha256:
-        raise DefaultModelCorrupt(f"the joined GGUF of {spec.name} has sha256 {digest.hexdigest()}, expected "
-                                  f"{spec.sha256}: {_reinstall(spec)}")
+        raise DefaultModelCorrupt(
+            f"the joined GGUF of {spec.name} has sha256 {digest.hexdigest()}, expected "
+            f"{spec.sha256}: {_reinstall(spec)}"
+        )
     convert(gguf, tmp, progress)
     gguf.unlink()
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    with tqdm(total=sum(p.stat().st_size for p in files), desc="checksums", unit="B", unit_scale=True,
-              unit_divisor=1024, file=sys.stderr, disable=not progress) as bar:
-        entries = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p, bar, sync=True)}
-                   for p in files}
+    with tqdm(
+        total=sum(p.stat().st_size for p in files),
+        desc="checksums",
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=not progress,
+    ) as bar:
+        entries = {
+            p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p, bar, sync=True)}
+            for p in files
+        }
     try:
         dtype = json.loads((tmp / "config.json").read_text()).get("dtype")
     except (OSError, ValueError, AttributeError):
         dtype = None
-    manifest = {"source": spec.name, "gguf_sha256": spec.sha256, "dtype": dtype, "files": entries,
-                "prepared": datetime.now(timezone.utc).isoformat(timespec="seconds"), "codila": installed_version()}
+    manifest = {
+        "source": spec.name,
+        "gguf_sha256": spec.sha256,
+        "dtype": dtype,
+        "files": entries,
+        "prepared": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "codila": installed_version(),
+    }
     with open(tmp / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=2)
         f.flush()
@@ -304,6 +363,7 @@ def _build(spec: GgufSource, parts: list[Path], tmp: Path, progress: bool, conve
 
 def _read_manifest(folder: Path, spec: GgufSource) -> dict:
     """The folder's manifest, if it and every file it lists (with its size) are there; else DefaultModelCorrupt."""
+
     def damaged(why: str) -> DefaultModelCorrupt:
         return DefaultModelCorrupt(f"the prepared {spec.name} in {folder} is damaged ({why}); {REBUILD_HINT}")
 
@@ -365,19 +425,25 @@ def _human(n: int) -> str:
 
 def _reinstall(spec: GgufSource) -> str:
     wants = " ".join(f"'{p.distribution}=={p.version}'" for p in spec.parts)
-    return f"the installed parts are damaged or not the expected ones; reinstall them: pip install --force-reinstall {wants}"
+    return (
+        f"the installed parts are damaged or not the expected ones; reinstall them: "
+        f"pip install --force-reinstall {wants}"
+    )
 
 
 # ---- `codila models list|prepare|verify|remove` ----
+
 
 def add_models_subcommand(subparsers, specs=sources) -> None:
     """Register `codila models ...`; exit codes: 0 fine, 1 damaged or not prepared, 2 parts not installed."""
     p = subparsers.add_parser("models", help="the default model: list, prepare, verify, remove")
     actions = p.add_subparsers(dest="models_command", required=True)
-    for name, help_ in (("list", "name, state, path and size on disk of the default model"),
-                        ("prepare", "prepare the default model now (for Dockerfiles and CI)"),
-                        ("verify", "check every file of the prepared model against its sha256"),
-                        ("remove", "delete the prepared model")):
+    for name, help_ in (
+        ("list", "name, state, path and size on disk of the default model"),
+        ("prepare", "prepare the default model now (for Dockerfiles and CI)"),
+        ("verify", "check every file of the prepared model against its sha256"),
+        ("remove", "delete the prepared model"),
+    ):
         a = actions.add_parser(name, help=help_)
         a.add_argument("--cache-dir", metavar="DIR", help=CACHE_HELP)
         if name == "prepare":

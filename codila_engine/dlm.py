@@ -39,14 +39,27 @@ class DreamDLM:
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
         model, tokenizer, raw = load_checkpoint(
-            path, "DLM", "Dream", lambda raw: "DreamModel" in (raw.get("architectures") or [])
-            or raw.get("model_type") == "Dream", Qwen2ForCausalLM, Qwen2Config, device=device, dtype=dtype,
-            required=("mask_token_id", "eos_token_id"), is_causal=False)
+            path,
+            "DLM",
+            "Dream",
+            lambda raw: "DreamModel" in (raw.get("architectures") or []) or raw.get("model_type") == "Dream",
+            Qwen2ForCausalLM,
+            Qwen2Config,
+            device=device,
+            dtype=dtype,
+            required=("mask_token_id", "eos_token_id"),
+            is_causal=False,
+        )
         eos = raw["eos_token_id"]
         eos = eos[0] if isinstance(eos, list) else eos
         pad = raw.get("pad_token_id")
-        return cls(model, tokenizer, mask_id=int(raw["mask_token_id"]), eos_id=int(eos),
-                   pad_id=None if pad is None else int(pad))
+        return cls(
+            model,
+            tokenizer,
+            mask_id=int(raw["mask_token_id"]),
+            eos_id=int(eos),
+            pad_id=None if pad is None else int(pad),
+        )
 
     @property
     def device(self) -> torch.device:

@@ -43,8 +43,9 @@ def dream_filter(logits: torch.Tensor, temperature: float, top_p: float, top_k: 
     return logits
 
 
-def dream_sample(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
-                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def dream_sample(
+    logits: torch.Tensor, temperature: float, top_p: float, top_k: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(confidence, ids) per row: Dream's negative entropy of the filtered distribution, and a
     draw from it (its argmax at temperature 0)."""
     probs = torch.softmax(dream_filter(logits.float(), temperature, top_p, top_k), dim=-1)

@@ -38,8 +38,13 @@ def turn_ends(tokenizer) -> tuple[int, ...]:
 
 
 class Engine:
-    def __init__(self, dlm: DreamDLM | None, ar: LocalAR | None = None, think_ids: tuple[int, int] | None = None,
-                 bridge: VocabBridge | None = None) -> None:
+    def __init__(
+        self,
+        dlm: DreamDLM | None,
+        ar: LocalAR | None = None,
+        think_ids: tuple[int, int] | None = None,
+        bridge: VocabBridge | None = None,
+    ) -> None:
         """`bridge` is normally built from the two tokenizers; benchmarks on tokenizer-less random
         models pass their own."""
         if dlm is None and ar is None:
@@ -85,8 +90,14 @@ class Engine:
         holds its own KV cache and graph, so settings that keep changing must not pile them up."""
         key = (cfg.scope, cfg.block_size, cfg.temperature, cfg.top_p)
         if key not in self._static:
-            self._static[key] = StaticBlockDecoder(self.ar, cfg.scope, cfg.block_size, temperature=cfg.temperature,
-                                                   top_p=cfg.top_p, allowed=self.bridge.ar_allowed)
+            self._static[key] = StaticBlockDecoder(
+                self.ar,
+                cfg.scope,
+                cfg.block_size,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                allowed=self.bridge.ar_allowed,
+            )
             while len(self._static) > STATIC_DECODERS:
                 self._static.popitem(last=False)
         self._static.move_to_end(key)
@@ -120,9 +131,12 @@ class Engine:
         if decoder == "auto":
             return "codila" if self.dlm and self.ar else "fim" if self.ar else "dlm"
         if decoder not in self.decoders():
-            need = {"codila": "a DLM and an AR (--dlm PATH --ar PATH)", "dlm": "a DLM (--dlm PATH)",
-                    "dream": "a DLM (--dlm PATH)",
-                    "fim": "an AR (--ar PATH, or the default model)"}[decoder]
+            need = {
+                "codila": "a DLM and an AR (--dlm PATH --ar PATH)",
+                "dlm": "a DLM (--dlm PATH)",
+                "dream": "a DLM (--dlm PATH)",
+                "fim": "an AR (--ar PATH, or the default model)",
+            }[decoder]
             raise ValueError(f"the {decoder} decoder needs {need}; these models run: {', '.join(self.decoders())}")
         return decoder
 
@@ -163,8 +177,9 @@ class Engine:
             device=self.device,
         )
 
-    def decode(self, prefix: str, suffix: str = "", cfg: DecodeConfig = DecodeConfig(),
-               cancel: CancelFlag | None = None) -> Decoding:
+    def decode(
+        self, prefix: str, suffix: str = "", cfg: DecodeConfig = DecodeConfig(), cancel: CancelFlag | None = None
+    ) -> Decoding:
         """A decode of the span between prefix and suffix (empty suffix = completion).
 
         Iterate it for streaming events; `.run()` for the result only.
@@ -174,8 +189,16 @@ class Engine:
         rules = StopRules.of(prefix, suffix, cfg.single_line) if cfg.decoder == "fim" else None
         return self.start(canvas, cfg, cancel, rules=rules)
 
-    def start(self, canvas: Canvas, cfg: DecodeConfig, cancel: CancelFlag | None = None, *,
-              profile: bool = True, decode_text=None, rules: StopRules | None = None) -> Decoding:
+    def start(
+        self,
+        canvas: Canvas,
+        cfg: DecodeConfig,
+        cancel: CancelFlag | None = None,
+        *,
+        profile: bool = True,
+        decode_text=None,
+        rules: StopRules | None = None,
+    ) -> Decoding:
         """A decode of a canvas laid out already. `profile` times each phase (one host sync per
         phase on CUDA); `decode_text` replaces the tokenizer for drafts (benchmarks); `rules`
         are the fim decoder's stop rules (default: EOS and the token limit only)."""

@@ -30,8 +30,17 @@ from codila_engine.events import Commit
 from codila_engine.sampling import sample
 
 FIM_NAMES = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
-STOP_NAMES = ("<|endoftext|>", "<|im_end|>", "<|im_start|>", "<|fim_prefix|>", "<|fim_suffix|>",
-              "<|fim_middle|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>")
+STOP_NAMES = (
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|im_start|>",
+    "<|fim_prefix|>",
+    "<|fim_suffix|>",
+    "<|fim_middle|>",
+    "<|fim_pad|>",
+    "<|file_sep|>",
+    "<|repo_name|>",
+)
 
 
 class NoFimTokens(ValueError):
@@ -50,8 +59,10 @@ class FimTokens:
         vocab = tokenizer.get_vocab()
         missing = [name for name in FIM_NAMES if name not in vocab]
         if missing:
-            raise NoFimTokens(f"the AR's tokenizer has no {', '.join(missing)}: the fim decoder needs a FIM-trained "
-                              "model such as Qwen2.5-Coder (the default model)")
+            raise NoFimTokens(
+                f"the AR's tokenizer has no {', '.join(missing)}: the fim decoder needs a FIM-trained "
+                "model such as Qwen2.5-Coder (the default model)"
+            )
         stops = {vocab[n] for n in STOP_NAMES if n in vocab} | {i for i in eos_ids if i is not None}
         return cls(*(vocab[n] for n in FIM_NAMES), frozenset(stops))
 
@@ -113,8 +124,15 @@ def committable(ids: list[int], decode: Decode, limit: int) -> int:
 class FimSampler:
     """Left-to-right FIM decoding as a sampler step: each call commits at least one token."""
 
-    def __init__(self, ar: LocalAR, fim: FimTokens, canvas: Canvas, cfg: DecodeConfig, rules: StopRules,
-                 generator: torch.Generator | None) -> None:
+    def __init__(
+        self,
+        ar: LocalAR,
+        fim: FimTokens,
+        canvas: Canvas,
+        cfg: DecodeConfig,
+        rules: StopRules,
+        generator: torch.Generator | None,
+    ) -> None:
         self.model, self.tokenizer = ar.model, ar.tokenizer
         self.fim, self.canvas, self.cfg, self.rules, self.generator = fim, canvas, cfg, rules, generator
         self.cache = DynamicCache(config=ar.model.config)
@@ -146,19 +164,21 @@ class FimSampler:
                 cut, safe = self.rules.check(text, final)
                 if cut is not None:
                     return self.finish(text[:cut])
-                take = committable(self.ids[self.committed:], self.decode, safe - len(self.decode(self.ids[:self.committed])))
+                take = committable(
+                    self.ids[self.committed :], self.decode, safe - len(self.decode(self.ids[: self.committed]))
+                )
                 if take:
                     offsets = list(range(self.committed, self.committed + take))
                     self.committed += take
-                    return Commit(offsets, self.ids[offsets[0]:self.committed], "ar")
+                    return Commit(offsets, self.ids[offsets[0] : self.committed], "ar")
 
     def finish(self, middle: str) -> Commit:
         """Commit the rest of `middle` and end the span: whole tokens where they fit inside it,
         the text of a token cut in two encoded again."""
-        done = self.decode(self.ids[:self.committed])
-        rest = self.ids[self.committed:]
+        done = self.decode(self.ids[: self.committed])
+        rest = self.ids[self.committed :]
         take = committable(rest, self.decode, len(middle) - len(done))
-        tail = middle[len(self.decode(self.ids[:self.committed + take])):]
+        tail = middle[len(self.decode(self.ids[: self.committed + take])) :]
         ids = rest[:take] + (self.tokenizer.encode(tail, add_special_tokens=False) if tail else [])
         ids = ids[: self.canvas.n - self.committed]
         offsets = list(range(self.committed, self.committed + len(ids)))

@@ -20,8 +20,17 @@ from codila_engine.sampling import entropy, top_p_filter
 
 
 class StaticBlockDecoder:
-    def __init__(self, ar: LocalAR, batch: int, block_size: int, *, temperature: float, top_p: float,
-                 allowed: torch.Tensor | None = None, use_graph: bool | None = None) -> None:
+    def __init__(
+        self,
+        ar: LocalAR,
+        batch: int,
+        block_size: int,
+        *,
+        temperature: float,
+        top_p: float,
+        allowed: torch.Tensor | None = None,
+        use_graph: bool | None = None,
+    ) -> None:
         model = ar.model
         cfg = model.config
         self.model, self.embedding = model, ar.embedding
@@ -63,8 +72,12 @@ class StaticBlockDecoder:
             self.k[i][:, :, start : start + n] = k
             self.v[i][:, :, start : start + n] = v
             out = F.scaled_dot_product_attention(
-                q, self.k[i][:, :, : start + n], self.v[i][:, :, : start + n],
-                is_causal=n > 1, enable_gqa=True, scale=attn.scaling,
+                q,
+                self.k[i][:, :, : start + n],
+                self.v[i][:, :, : start + n],
+                is_causal=n > 1,
+                enable_gqa=True,
+                scale=attn.scaling,
             )
             x = x + attn.o_proj(out.transpose(1, 2).reshape(x.shape[0], n, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -102,14 +115,24 @@ class StaticBlockDecoder:
 
     # --- the LocalAR.decode_blocks interface -----------------------------------------
     @torch.inference_mode()
-    def decode_blocks(self, inputs: torch.Tensor, forced: torch.Tensor, *, allowed: torch.Tensor | None = None,
-                      temperature: float, top_p: float, generator: torch.Generator | None = None,
-                      return_logits: bool = False) -> BlockDrafts:
+    def decode_blocks(
+        self,
+        inputs: torch.Tensor,
+        forced: torch.Tensor,
+        *,
+        allowed: torch.Tensor | None = None,
+        temperature: float,
+        top_p: float,
+        generator: torch.Generator | None = None,
+        return_logits: bool = False,
+    ) -> BlockDrafts:
         """Same contract as LocalAR.decode_blocks for up to `batch` blocks of `block_size`."""
         c, b = forced.shape
         if b != self.block or c > self.batch or (temperature, top_p) != (self.temperature, self.top_p):
-            raise ValueError(f"this decoder was built for <= {self.batch} blocks of {self.block} at "
-                             f"temperature {self.temperature}, top-p {self.top_p}")
+            raise ValueError(
+                f"this decoder was built for <= {self.batch} blocks of {self.block} at "
+                f"temperature {self.temperature}, top-p {self.top_p}"
+            )
         if return_logits:
             raise ValueError("the static decoder does not keep logits; use LocalAR.decode_blocks")
         if allowed is not None and allowed is not self.allowed:

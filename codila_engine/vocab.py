@@ -108,11 +108,19 @@ def build_bridge(
     if not (eos_id < n and keep[eos_id]):
         raise VocabularyMismatch(f"the EOS id {eos_id} is not shared by the DLM and the AR")
     if think_ids is None:
-        think_ids = (_token_id(ar_tokenizer, "<think>", "opens the soft tokens"),
-                     _token_id(ar_tokenizer, "</think>", "closes the soft tokens"))
+        think_ids = (
+            _token_id(ar_tokenizer, "<think>", "opens the soft tokens"),
+            _token_id(ar_tokenizer, "</think>", "closes the soft tokens"),
+        )
     for tid in think_ids:
         if not 0 <= tid < ar_rows:
             raise ValueError(f"think id {tid} is outside the AR's embedding matrix ({ar_rows} rows)")
     ar_allowed = torch.zeros(ar_rows, dtype=torch.bool)
     ar_allowed[:n] = keep
-    return VocabBridge(keep=keep.to(device), ar_allowed=ar_allowed.to(device), eos_id=eos_id, think_id=int(think_ids[0]), end_think_id=int(think_ids[1]))
+    return VocabBridge(
+        keep=keep.to(device),
+        ar_allowed=ar_allowed.to(device),
+        eos_id=eos_id,
+        think_id=int(think_ids[0]),
+        end_think_id=int(think_ids[1]),
+    )

@@ -86,7 +86,7 @@ class Documents:
             if isinstance(change, types.TextDocumentContentChangePartial):
                 start = position_to_offset(doc.text, change.range.start, encoding=encoding, clamp=True)
                 end = position_to_offset(doc.text, change.range.end, encoding=encoding, clamp=True)
-                doc.text = doc.text[:start] + change.text + doc.text[max(start, end):]
+                doc.text = doc.text[:start] + change.text + doc.text[max(start, end) :]
             else:
                 doc.text = change.text
         doc.version = params.text_document.version

@@ -26,7 +26,7 @@ def lead(text: str, span: Span) -> str:
     before = text[line_start : span.start]
     if before.strip():
         return "\n" + span.indent
-    return span.indent[len(before):] if span.indent.startswith(before) else ""
+    return span.indent[len(before) :] if span.indent.startswith(before) else ""
 
 
 def _indent_of(line: str) -> str:

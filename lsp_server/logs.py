@@ -15,8 +15,12 @@ from typing import Callable
 
 from lsprotocol import types
 
-LEVELS = ((logging.ERROR, types.MessageType.Error), (logging.WARNING, types.MessageType.Warning),
-          (logging.INFO, types.MessageType.Info), (0, types.MessageType.Log))
+LEVELS = (
+    (logging.ERROR, types.MessageType.Error),
+    (logging.WARNING, types.MessageType.Warning),
+    (logging.INFO, types.MessageType.Info),
+    (0, types.MessageType.Log),
+)
 
 
 def message_type(level: int) -> types.MessageType:

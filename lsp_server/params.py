@@ -12,8 +12,10 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-USAGE = ('expected {"textDocument": {"uri": ...}, "range": {"start": {"line", "character"}, '
-         '"end": {...}}, "maxTokens"?: int} (or the arguments [uri, range])')
+USAGE = (
+    'expected {"textDocument": {"uri": ...}, "range": {"start": {"line", "character"}, '
+    '"end": {...}}, "maxTokens"?: int} (or the arguments [uri, range])'
+)
 UINTEGER_MAX = 2**31 - 1  # LSP's uinteger
 
 

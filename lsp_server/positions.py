@@ -65,9 +65,7 @@ def column_length(text: str, encoding: str = UTF16) -> int:
 
 def _check_offset(text: str, offset: int) -> None:
     if not 0 <= offset <= len(text):
-        raise PositionError(
-            f"offset {offset} is outside the document (length {len(text)} characters)"
-        )
+        raise PositionError(f"offset {offset} is outside the document (length {len(text)} characters)")
 
 
 def line_count(text: str, end: int | None = None) -> int:
@@ -92,7 +90,10 @@ def _line_bounds(text: str, line: int, index: LineIndex | None) -> tuple[int, in
 
 
 def position_to_offset(
-    text: str, position: Position, index: LineIndex | None = None, encoding: str = UTF16,
+    text: str,
+    position: Position,
+    index: LineIndex | None = None,
+    encoding: str = UTF16,
     clamp: bool = False,
 ) -> int:
     """String offset of an LSP position.
@@ -129,14 +130,11 @@ def position_to_offset(
     if clamp:
         return end
     raise PositionError(
-        f"position line {line}, character {character} is outside the document "
-        f"(line {line} has {units} characters)"
+        f"position line {line}, character {character} is outside the document (line {line} has {units} characters)"
     )
 
 
-def offset_to_position(
-    text: str, offset: int, index: LineIndex | None = None, encoding: str = UTF16
-) -> Position:
+def offset_to_position(text: str, offset: int, index: LineIndex | None = None, encoding: str = UTF16) -> Position:
     """LSP position of a string offset; an offset inside \\r\\n maps to the line's end."""
     _check_offset(text, offset)
     if 0 < offset < len(text) and text[offset - 1 : offset + 1] == "\r\n":
@@ -214,9 +212,7 @@ def byte_to_offset(text: str, byte: int) -> int:
     """
     data = encode(text)
     if not 0 <= byte <= len(data):
-        raise PositionError(
-            f"byte offset {byte} is outside the document (length {len(data)} bytes)"
-        )
+        raise PositionError(f"byte offset {byte} is outside the document (length {len(data)} bytes)")
     while 0 < byte < len(data) and data[byte] & 0xC0 == 0x80:
         byte -= 1
     return len(data[:byte].decode("utf-8", "surrogatepass"))

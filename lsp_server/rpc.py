@@ -55,8 +55,13 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 2**20
 MAX_HEADER_LINE = 4096
-CLIENT_ERRORS = (JsonRpcParseError, JsonRpcInvalidRequest, JsonRpcMethodNotFound, JsonRpcInvalidParams,
-                 JsonRpcServerNotInitialized)
+CLIENT_ERRORS = (
+    JsonRpcParseError,
+    JsonRpcInvalidRequest,
+    JsonRpcMethodNotFound,
+    JsonRpcInvalidParams,
+    JsonRpcServerNotInitialized,
+)
 _BEFORE_INITIALIZE = {types.INITIALIZE, types.EXIT}
 
 
@@ -140,7 +145,8 @@ def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
 def _object(cls: type, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
     """lsprotocol's structuring of an attrs class (camelCase keys), for JSON objects only."""
     fields = cattrs.gen.make_dict_structure_fn(
-        cls, converter, **{a.name: cattrs.gen.override(rename=_camel(a.name)) for a in attrs.fields(cls)})
+        cls, converter, **{a.name: cattrs.gen.override(rename=_camel(a.name)) for a in attrs.fields(cls)}
+    )
 
     def structure(value: Any, kind: Any) -> Any:
         if not isinstance(value, dict):

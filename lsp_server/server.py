@@ -89,8 +89,12 @@ class CodilaProtocol(rpc.Protocol):
 
 class CodilaServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("codila-lsp", installed_version() or "unknown", protocol_cls=CodilaProtocol,
-                         converter_factory=rpc.strict_converter)
+        super().__init__(
+            "codila-lsp",
+            installed_version() or "unknown",
+            protocol_cls=CodilaProtocol,
+            converter_factory=rpc.strict_converter,
+        )
         self.settings = Settings()
         self.worker = DecodeWorker()
         self.documents = Documents()
@@ -159,8 +163,11 @@ class CodilaServer(LanguageServer):
             return None
         token = f"codila-{next(self.ids)}"
         try:
-            await self.protocol.ask(types.WINDOW_WORK_DONE_PROGRESS_CREATE,
-                                    types.WorkDoneProgressCreateParams(token=token), self.client_timeout)
+            await self.protocol.ask(
+                types.WINDOW_WORK_DONE_PROGRESS_CREATE,
+                types.WorkDoneProgressCreateParams(token=token),
+                self.client_timeout,
+            )
         except (TimeoutError, JsonRpcException) as exc:  # the client did not answer or refused: no progress
             log.warning("no progress shown: window/workDoneProgress/create failed: %s", exc or "no answer")
             return None
@@ -169,13 +176,13 @@ class CodilaServer(LanguageServer):
 
     def progress_begin(self, token, title: str, message: str) -> None:
         if token is not None:
-            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, message=message,
-                                                                             percentage=0))
+            self.work_done_progress.begin(
+                token, types.WorkDoneProgressBegin(title=title, message=message, percentage=0)
+            )
 
     def progress_report(self, token, message: str, percentage: int) -> None:
         if token is not None:
-            self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message,
-                                                                               percentage=percentage))
+            self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message, percentage=percentage))
 
     def progress_end(self, token, message: str) -> None:
         if token is not None:
@@ -194,8 +201,10 @@ class CodilaServer(LanguageServer):
         if problem:
             raise JsonRpcInvalidParams(problem)
         if len(doc.text) > MAX_DOCUMENT_CHARS:
-            raise JsonRpcInvalidParams(f"{doc.uri} has {len(doc.text):,} characters; codila completes documents "
-                                       f"of up to {MAX_DOCUMENT_CHARS:,}")
+            raise JsonRpcInvalidParams(
+                f"{doc.uri} has {len(doc.text):,} characters; codila completes documents "
+                f"of up to {MAX_DOCUMENT_CHARS:,}"
+            )
         return doc.text
 
     def offset(self, text: str, position: types.Position) -> int:
@@ -292,35 +301,47 @@ class CodilaServer(LanguageServer):
             if n == 0 and not cancel.is_set():
                 self.draft(job, rid, job.lead + event.draft, done=False, masks=event.masks)
                 committed += len(event.positions)
-                self.progress_report(progress, f"{committed} of {cfg.span_tokens} tokens",
-                                     min(100, 100 * committed // cfg.span_tokens))
+                self.progress_report(
+                    progress, f"{committed} of {cfg.span_tokens} tokens", min(100, 100 * committed // cfg.span_tokens)
+                )
 
         def on_done(result: Result) -> None:
             """Log when the decode really ends, also after the request was cancelled."""
             total = time.perf_counter() - t0
             s = result.stats
             outcome = "cancelled" if result.cancelled else "done"
-            self.progress_end(progress, f"{outcome}: {s.text_tokens} tokens, {s.tokens_per_s:.1f} tokens/s "
-                                        f"({result.decoder} decoder)")
+            self.progress_end(
+                progress, f"{outcome}: {s.text_tokens} tokens, {s.tokens_per_s:.1f} tokens/s ({result.decoder} decoder)"
+            )
             first = s.first_commit_s if s.first_commit_s is not None else total
             model = self.worker.models.name if self.worker.models else "?"
-            self.log(f"{label}: {outcome} ({result.decoder} decoder, {model}), first block {first:.3f}s, "
-                     f"total {total:.3f}s, {s.text_tokens} tokens, {s.text_tokens / total if total else 0:.1f} "
-                     f"tokens/s, {s.iterations} iterations")
+            self.log(
+                f"{label}: {outcome} ({result.decoder} decoder, {model}), first block {first:.3f}s, "
+                f"total {total:.3f}s, {s.text_tokens} tokens, {s.text_tokens / total if total else 0:.1f} "
+                f"tokens/s, {s.iterations} iterations"
+            )
 
         try:
-            return await self.on_worker(self.worker.decode(self.settings.model_key, job.prefix, job.suffix, cfg,
-                                                           cancel, on_event, on_done))
+            return await self.on_worker(
+                self.worker.decode(self.settings.model_key, job.prefix, job.suffix, cfg, cancel, on_event, on_done)
+            )
         except JsonRpcException:  # no decode ran, so on_done never ends the progress
             self.progress_end(progress, "failed")
             raise
 
-    def draft(self, job: Job, rid, text: str, done: bool, result: Result | None = None,
-              masks: tuple[int, ...] = ()) -> None:
+    def draft(
+        self, job: Job, rid, text: str, done: bool, result: Result | None = None, masks: tuple[int, ...] = ()
+    ) -> None:
         """One `codila/draft` (`masks`: tokens behind each placeholder of `text`, in order); the
         final one (`done`) carries the decode's statistics."""
-        params = {"uri": job.uri, "id": rid, "range": _json_range(job.range), "text": text, "done": done,
-                  "masks": list(masks)}
+        params = {
+            "uri": job.uri,
+            "id": rid,
+            "range": _json_range(job.range),
+            "text": text,
+            "done": done,
+            "masks": list(masks),
+        }
         if result is not None:
             params["stats"] = self.stats(result)
         self.protocol.notify(DRAFT, params)
@@ -339,11 +360,15 @@ class CodilaServer(LanguageServer):
         span = choose_span(part, offset - lo, self.settings.caps)
         lead = fill.lead(part, span)
         return Job(
-            uri=uri, prefix=part[: span.start] + lead, suffix=part[span.end :], lead=lead,
+            uri=uri,
+            prefix=part[: span.start] + lead,
+            suffix=part[span.end :],
+            lead=lead,
             range=self.to_range(text, lo + span.start, lo + span.end),
             config=self.decode_config(span.mask_tokens, single_line=span.kind == "line_rest"),
             label=f"inline {span.kind} at {position.line + 1}:{position.character + 1}",
-            progress=progress, count=self.settings.suggestions,
+            progress=progress,
+            count=self.settings.suggestions,
         ), span
 
     def selection(self, doc: Document, rng: types.Range) -> Selection:
@@ -353,11 +378,13 @@ class CodilaServer(LanguageServer):
         if end < start:
             raise JsonRpcInvalidParams("range end is before its start")
         if end - start > MAX_SELECTION_CHARS:
-            raise JsonRpcInvalidParams(f"the selection has {end - start:,} characters; codila infills at most "
-                                       f"{MAX_SELECTION_CHARS:,}")
+            raise JsonRpcInvalidParams(
+                f"the selection has {end - start:,} characters; codila infills at most {MAX_SELECTION_CHARS:,}"
+            )
         lo, part = self.context(text, start, end)
-        return Selection(part[: start - lo], part[start - lo : end - lo], part[end - lo :],
-                         self.to_range(text, start, end))
+        return Selection(
+            part[: start - lo], part[start - lo : end - lo], part[end - lo :], self.to_range(text, start, end)
+        )
 
     async def infill_job(self, params: InfillParams) -> Job:
         sel = await self.documents.read(params.uri, lambda doc: self.selection(doc, params.range))
@@ -367,10 +394,16 @@ class CodilaServer(LanguageServer):
             count = await self.on_worker(self.worker.count_tokens(self.settings.model_key, sel.text)) if sel.text else 0
             n = self.settings.infill.mask_tokens(count)
         r = params.range
-        return Job(uri=params.uri, prefix=sel.prefix, suffix=sel.suffix, lead="", range=sel.range,
-                   config=self.decode_config(n),
-                   label=f"infill {r.start.line + 1}:{r.start.character + 1}-{r.end.line + 1}:{r.end.character + 1} "
-                         f"({n} masks)")
+        return Job(
+            uri=params.uri,
+            prefix=sel.prefix,
+            suffix=sel.suffix,
+            lead="",
+            range=sel.range,
+            config=self.decode_config(n),
+            label=f"infill {r.start.line + 1}:{r.start.character + 1}-{r.end.line + 1}:{r.end.character + 1} "
+            f"({n} masks)",
+        )
 
     async def infill(self, params: InfillParams) -> dict | None:
         number, rid = self.supersede(params.uri), self.request_id()
@@ -386,11 +419,17 @@ class CodilaServer(LanguageServer):
         """Ask the client to apply an infill; the user is told if it does not answer in time."""
         edit = types.WorkspaceEdit(changes={params.uri: [types.TextEdit(range=params.range, new_text=text)]})
         try:
-            applied = await self.protocol.ask(types.WORKSPACE_APPLY_EDIT, types.ApplyWorkspaceEditParams(
-                edit=edit, label="codila infill"), self.client_timeout)
+            applied = await self.protocol.ask(
+                types.WORKSPACE_APPLY_EDIT,
+                types.ApplyWorkspaceEditParams(edit=edit, label="codila infill"),
+                self.client_timeout,
+            )
         except TimeoutError:
-            self.tell(f"the editor did not answer workspace/applyEdit within {self.client_timeout:g} s: the infill "
-                      "was not applied", types.MessageType.Warning)
+            self.tell(
+                f"the editor did not answer workspace/applyEdit within {self.client_timeout:g} s: the infill "
+                "was not applied",
+                types.MessageType.Warning,
+            )
             return False
         except JsonRpcException as exc:
             self.tell(f"the editor did not apply the infill: {exc.message}", types.MessageType.Warning)
@@ -403,8 +442,10 @@ def _before_or_at(a: types.Position, b: types.Position) -> bool:
 
 
 def _json_range(r: types.Range) -> dict:
-    return {"start": {"line": r.start.line, "character": r.start.character},
-            "end": {"line": r.end.line, "character": r.end.character}}
+    return {
+        "start": {"line": r.start.line, "character": r.start.character},
+        "end": {"line": r.end.line, "character": r.end.character},
+    }
 
 
 server = CodilaServer()
@@ -452,15 +493,17 @@ async def inline_completion(ls: CodilaServer, params: types.InlineCompletionPara
         return types.InlineCompletionList(items=[])
     uri, rid = params.text_document.uri, ls.request_id()
     number = ls.supersede(uri)
-    job, span = await ls.documents.read(uri, lambda doc: ls.inline_job(uri, doc, params.position,
-                                                                       params.work_done_token))
+    job, span = await ls.documents.read(
+        uri, lambda doc: ls.inline_job(uri, doc, params.position, params.work_done_token)
+    )
     done = await ls.run(job, rid, number)
     if done is None:
         return types.InlineCompletionList(items=[])
     texts = [fill.trim(text, span, job.suffix) for _, text in done]
     ls.draft(job, rid, texts[0], done=True, result=done[0][0])
-    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=job.range)
-                                             for text in texts])
+    return types.InlineCompletionList(
+        items=[types.InlineCompletionItem(insert_text=text, range=job.range) for text in texts]
+    )
 
 
 @server.feature(INFILL)
@@ -490,23 +533,41 @@ def parse_args(argv: list[str] | None = None):
 
     from codila_engine.config import DTYPES
 
-    p = argparse.ArgumentParser(prog="codila-lsp", description="codila's language server, over stdio: editors "
-                                "start it; settings from the editor (initializationOptions) override these flags")
+    p = argparse.ArgumentParser(
+        prog="codila-lsp",
+        description="codila's language server, over stdio: editors "
+        "start it; settings from the editor (initializationOptions) override these flags",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {server.version}")
     p.add_argument("--dlm", help="DLM folder (default: the shipped pair, if any, else none)")
     p.add_argument("--ar", help="AR folder (default: the shipped pair's, else the default model)")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
-    p.add_argument("--dtype", choices=("auto", *DTYPES),
-                   help="weights and compute dtype: auto picks bfloat16 on CUDA and on CPUs where it is measured "
-                        "faster, float32 otherwise (default: auto)")
-    p.add_argument("--cache-dir", help="where the default model is prepared (default: $CODILA_CACHE_DIR, else "
-                                       "$XDG_CACHE_HOME/codila, else ~/.cache/codila)")
-    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
-                   help="what reaches stderr / --log-file (default: %(default)s)")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", *DTYPES),
+        help="weights and compute dtype: auto picks bfloat16 on CUDA and on CPUs where it is measured "
+        "faster, float32 otherwise (default: auto)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        help="where the default model is prepared (default: $CODILA_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/codila, else ~/.cache/codila)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="what reaches stderr / --log-file (default: %(default)s)",
+    )
     p.add_argument("--log-file", help="write the log here instead of stderr (default: stderr)")
-    p.add_argument("--client-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="how long to wait for the editor to answer a request the server sends, such as "
-                        "workspace/applyEdit (default: %(default)s)")
+    p.add_argument(
+        "--client-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the editor to answer a request the server sends, such as "
+        "workspace/applyEdit (default: %(default)s)",
+    )
     return p.parse_args(argv)
 
 
@@ -516,9 +577,13 @@ def main(argv: list[str] | None = None) -> None:
     from lsp_server import logs
 
     args = parse_args(argv)
-    server.client_log = logs.setup(args.log_level, args.log_file, lambda kind, message: server.window_log_message(
-        types.LogMessageParams(type=kind, message=message)))
-    server.settings = replace(server.settings, dlm=args.dlm, ar=args.ar, device=args.device, dtype=args.dtype,
-                              cache_dir=args.cache_dir)
+    server.client_log = logs.setup(
+        args.log_level,
+        args.log_file,
+        lambda kind, message: server.window_log_message(types.LogMessageParams(type=kind, message=message)),
+    )
+    server.settings = replace(
+        server.settings, dlm=args.dlm, ar=args.ar, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir
+    )
     server.client_timeout = args.client_timeout
     server.start_io()

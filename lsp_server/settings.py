@@ -92,7 +92,11 @@ class Settings:
         """What the loaded engine depends on: a change means loading again. Without model
         folders, the decoder picks the default models (the AR for fim and auto; the default DLM
         for dlm and dream; both for codila)."""
-        defaults = None if (self.dlm or self.ar) else {"dlm": "dlm", "dream": "dlm", "codila": "codila"}.get(self.decode.decoder)
+        defaults = (
+            None
+            if (self.dlm or self.ar)
+            else {"dlm": "dlm", "dream": "dlm", "codila": "codila"}.get(self.decode.decoder)
+        )
         return (self.dlm, self.ar, self.device, self.dtype, self.cache_dir, defaults)
 
 
@@ -113,11 +117,15 @@ def _unwrap(options: Any) -> dict:
         raise SettingsError(f"codila settings must be a JSON object, got {type(options).__name__}")
     caps = options.get("spanCaps", {})
     if not isinstance(caps, dict):
-        raise SettingsError("spanCaps must be an object like {\"lineRest\": 16}")
+        raise SettingsError('spanCaps must be an object like {"lineRest": 16}')
     for key, value in [*options.items(), *(("spanCaps." + k, v) for k, v in caps.items())]:
         if key in _KNOWN or key.removeprefix("spanCaps.") in _CAP_KEYS:
-            _need(not (isinstance(value, str) and LONE_SURROGATE.search(value)), key,
-                  "must be valid Unicode text (it holds a lone surrogate)", value)
+            _need(
+                not (isinstance(value, str) and LONE_SURROGATE.search(value)),
+                key,
+                "must be valid Unicode text (it holds a lone surrogate)",
+                value,
+            )
     return options
 
 
@@ -127,8 +135,12 @@ def _models(options: dict) -> dict[str, str | None]:
         if key in options:
             _need(options[key] is None or isinstance(options[key], str), key, "must be a string or null", options[key])
             models[name] = options[key]
-    _need(models.get("dtype") in (None, "auto", *DTYPES), "dtype", f"must be one of auto, {', '.join(DTYPES)}",
-          models.get("dtype"))
+    _need(
+        models.get("dtype") in (None, "auto", *DTYPES),
+        "dtype",
+        f"must be one of auto, {', '.join(DTYPES)}",
+        models.get("dtype"),
+    )
     return models
 
 
@@ -152,8 +164,15 @@ def _infill(base: InfillLimits, options: dict) -> InfillLimits:
     for key in [key for key in _INFILL_KEYS if key in options]:
         value = options[key]
         if key == "infillMargin":
-            _need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_MARGIN
-                  and math.isfinite(value), key, f"must be a number in [0, {MAX_MARGIN:g}]", value)
+            _need(
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and 0 <= value <= MAX_MARGIN
+                and math.isfinite(value),
+                key,
+                f"must be a number in [0, {MAX_MARGIN:g}]",
+                value,
+            )
         else:
             _need(_is_int(value) and value >= 1, key, "must be an integer >= 1", value)
     changes = {name: options[key] for key, name in _INFILL_KEYS.items() if key in options}
@@ -172,9 +191,10 @@ def _check_spans_fit(settings: Settings) -> None:
             settings.decode.with_options(max_new_tokens=tokens)
         except OptionError:
             d = settings.decode
-            raise SettingsError(f"invalid codila setting {key!r}: {tokens} tokens do not fit maxContext "
-                                f"{d.max_context} (a span, in whole blocks of {d.block_size}, must stay below it)"
-                                ) from None
+            raise SettingsError(
+                f"invalid codila setting {key!r}: {tokens} tokens do not fit maxContext "
+                f"{d.max_context} (a span, in whole blocks of {d.block_size}, must stay below it)"
+            ) from None
 
 
 def apply_options(base: Settings, options: Any) -> tuple[Settings, list[str]]:
@@ -187,10 +207,20 @@ def apply_options(base: Settings, options: Any) -> tuple[Settings, list[str]]:
     caps = options.get("spanCaps", {})
     ignored = sorted(set(options) - _KNOWN) + [f"spanCaps.{k}" for k in sorted(set(caps) - set(_CAP_KEYS))]
     suggestions = options.get("suggestions", base.suggestions)
-    _need(_is_int(suggestions) and 1 <= suggestions <= MAX_SUGGESTIONS, "suggestions",
-          f"must be an integer from 1 to {MAX_SUGGESTIONS}", suggestions)
-    settings = replace(base, decode=_decode(base.decode, options), caps=_caps(base.caps, caps),
-                       infill=_infill(base.infill, options), suggestions=suggestions, **_models(options))
+    _need(
+        _is_int(suggestions) and 1 <= suggestions <= MAX_SUGGESTIONS,
+        "suggestions",
+        f"must be an integer from 1 to {MAX_SUGGESTIONS}",
+        suggestions,
+    )
+    settings = replace(
+        base,
+        decode=_decode(base.decode, options),
+        caps=_caps(base.caps, caps),
+        infill=_infill(base.infill, options),
+        suggestions=suggestions,
+        **_models(options),
+    )
     _check_spans_fit(settings)
     return settings, ignored
 
@@ -207,6 +237,8 @@ def as_options(settings: Settings) -> dict[str, Any]:
 
 def describe(settings: Settings) -> str:
     d = settings.decode
-    return (f"decoder={d.decoder} B={d.block_size} mode={d.mode} tau={d.threshold} scope={d.scope} "
-            f"conditioning={d.conditioning} suggestions={settings.suggestions} caps="
-            + ",".join(f"{f.name}:{getattr(settings.caps, f.name)}" for f in fields(settings.caps)))
+    return (
+        f"decoder={d.decoder} B={d.block_size} mode={d.mode} tau={d.threshold} scope={d.scope} "
+        f"conditioning={d.conditioning} suggestions={settings.suggestions} caps="
+        + ",".join(f"{f.name}:{getattr(settings.caps, f.name)}" for f in fields(settings.caps))
+    )

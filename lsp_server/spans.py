@@ -53,12 +53,23 @@ SUPPORTED_LANGUAGES = frozenset({"python"})
 
 SpanKind = Literal["line_rest", "block_body", "next_statement"]
 
-_COMPOUND = frozenset({
-    "function_definition", "class_definition", "if_statement", "elif_clause",
-    "else_clause", "for_statement", "while_statement", "with_statement",
-    "try_statement", "except_clause", "finally_clause", "match_statement",
-    "case_clause",
-})
+_COMPOUND = frozenset(
+    {
+        "function_definition",
+        "class_definition",
+        "if_statement",
+        "elif_clause",
+        "else_clause",
+        "for_statement",
+        "while_statement",
+        "with_statement",
+        "try_statement",
+        "except_clause",
+        "finally_clause",
+        "match_statement",
+        "case_clause",
+    }
+)
 _HEADER_LINE = re.compile(
     r"[ \t]*(?:async[ \t]+)?"
     r"(?:def|class|if|elif|else|for|while|with|try|except|finally|match|case)\b.*:$"

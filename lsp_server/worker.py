@@ -35,8 +35,15 @@ class DecodeWorker:
         self._key: tuple | None = None
         self.models = None  # checkpoint.Models of the loaded engine
 
-    def _engine_for(self, dlm: str | None, ar: str | None, device: str | None, dtype: str | None = None,
-                    cache_dir: str | None = None, decoder: str | None = None):
+    def _engine_for(
+        self,
+        dlm: str | None,
+        ar: str | None,
+        device: str | None,
+        dtype: str | None = None,
+        cache_dir: str | None = None,
+        decoder: str | None = None,
+    ):
         """Load (or reuse) the engine; runs on the worker thread only."""
         from codila_engine.checkpoint import model_folders
         from codila_engine.engine import Engine
@@ -46,8 +53,9 @@ class DecodeWorker:
             return self._engine
         self._engine, self._key = None, None
         try:
-            models = model_folders(dlm, ar, decoder, flags=("the `dlm` setting", "the `ar` setting"),
-                                   cache_dir=cache_dir, progress=False)  # no progress bars in the client's log; one line each step
+            models = model_folders(
+                dlm, ar, decoder, flags=("the `dlm` setting", "the `ar` setting"), cache_dir=cache_dir, progress=False
+            )  # no progress bars in the client's log; one line each step
             engine = Engine.load(models.dlm, models.ar, device=device or None, dtype=dtype)
         except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: torch's, for an unknown device
             raise ModelsUnavailable(f"could not load the models: {exc}") from exc

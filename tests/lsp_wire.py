@@ -17,8 +17,12 @@ from typing import Any
 class WireClient:
     def __init__(self, *args: str, answer_edits: bool = True) -> None:
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", "lsp_server", *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.stderr)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lsp_server", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+        )
         self.answer_edits = answer_edits  # False: never answer workspace/applyEdit
         self.ids = itertools.count(1)
         self.sent_at: dict[Any, float] = {}  # request id -> when it was sent
@@ -51,8 +55,9 @@ class WireClient:
         """Send a request; returns its id (the response lands in `responses`)."""
         msg_id = next(self.ids) if msg_id is None else msg_id
         self.sent_at[msg_id], self.methods[msg_id] = time.monotonic(), method
-        self.send({"jsonrpc": "2.0", "id": msg_id, "method": method, **({} if params is None else {"params": params})},
-                  header)
+        self.send(
+            {"jsonrpc": "2.0", "id": msg_id, "method": method, **({} if params is None else {"params": params})}, header
+        )
         return msg_id
 
     def call(self, method: str, params: Any = None, timeout: float = 60) -> dict:
@@ -63,8 +68,11 @@ class WireClient:
         return self.responses[msg_id]
 
     def initialize(self, options: dict, capabilities: dict | None = None, timeout: float = 120) -> dict:
-        reply = self.call("initialize", {"processId": None, "rootUri": None, "capabilities": capabilities or {},
-                                         "initializationOptions": options}, timeout)
+        reply = self.call(
+            "initialize",
+            {"processId": None, "rootUri": None, "capabilities": capabilities or {}, "initializationOptions": options},
+            timeout,
+        )
         self.notify("initialized", {})
         return reply
 

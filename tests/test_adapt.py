@@ -23,18 +23,37 @@ def base(tmp_path_factory):
 def sequences(tokenizer, seq_len: int = 64) -> SequenceData:
     ids = [i for text in CORPUS * 12 for i in tokenizer.encode(text)]
     n = len(ids) // seq_len
-    return SequenceData(torch.tensor(ids[: n * seq_len], dtype=torch.int32), torch.arange(n) * seq_len,
-                        torch.full((n,), seq_len), torch.zeros(n, dtype=torch.long), seq_len, tokenizer.pad_token_id)
+    return SequenceData(
+        torch.tensor(ids[: n * seq_len], dtype=torch.int32),
+        torch.arange(n) * seq_len,
+        torch.full((n,), seq_len),
+        torch.zeros(n, dtype=torch.long),
+        seq_len,
+        tokenizer.pad_token_id,
+    )
 
 
 def run(base, out, steps: int, resume: bool = False):
     folder, tokens = base
     tok = dream_tokenizer(folder, tokens)
     data = sequences(tok)
-    cfg = LoopConfig(out=out, steps=steps, batch_size=2, lr=1e-2, val_every=2, val_batches=1, resume=resume,
-                     progress=False)
-    return train_adapt(tok, folder, data, data, cfg, device=torch.device("cpu"), dtype=torch.float32, rank=4,
-                       mask_lr=1e-2, noise=DlmNoise(), curve_windows=2, tokens=tokens)
+    cfg = LoopConfig(
+        out=out, steps=steps, batch_size=2, lr=1e-2, val_every=2, val_batches=1, resume=resume, progress=False
+    )
+    return train_adapt(
+        tok,
+        folder,
+        data,
+        data,
+        cfg,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        rank=4,
+        mask_lr=1e-2,
+        noise=DlmNoise(),
+        curve_windows=2,
+        tokens=tokens,
+    )
 
 
 def killed_in_step_3_then_resumed(monkeypatch, module, loss_name: str, run_to_4):
@@ -73,7 +92,9 @@ def test_resumed_training_follows_the_uninterrupted_loss_curve(base, tmp_path, m
 
     import codila_engine.train.adapt as adapt
 
-    rest = killed_in_step_3_then_resumed(monkeypatch, adapt, "dlm_loss", lambda **kw: run(base, tmp_path / "cut", 4, **kw))
+    rest = killed_in_step_3_then_resumed(
+        monkeypatch, adapt, "dlm_loss", lambda **kw: run(base, tmp_path / "cut", 4, **kw)
+    )
     assert rest.step == 4 and rest.losses == pytest.approx(whole.losses[2:], rel=1e-4)
 
     from codila_engine.cli import main
@@ -88,8 +109,9 @@ def test_export_is_a_dream_folder_with_the_adapters_applied(base, tmp_path):
     run(base, tmp_path / "run", steps=2)
     trained = load_adapted(tmp_path / "run" / "best", folder, torch.device("cpu"), torch.float32, tokens).eval()
     untrained = new_adapted(folder, torch.device("cpu"), torch.float32, rank=4, tokens=tokens).eval()
-    dlm = DreamDLM.load(export_dream(tmp_path / "run" / "best", folder, tmp_path / "dream", torch.float32, tokens),
-                        dtype=torch.float32)
+    dlm = DreamDLM.load(
+        export_dream(tmp_path / "run" / "best", folder, tmp_path / "dream", torch.float32, tokens), dtype=torch.float32
+    )
     assert dlm.mask_id == tokens["<|mask|>"] and dlm.model.config.is_causal is False
     ids = torch.tensor(dream_tokenizer(folder, tokens).encode("def add(a, b):\n    return a + b\n"))
     ids[5:9] = tokens["<|mask|>"]
@@ -112,8 +134,21 @@ def test_warm_start_from_a_checkpoint_continues_from_its_weights(base, tmp_path)
     tok = dream_tokenizer(folder, tokens)
     data = sequences(tok)
     cfg = LoopConfig(out=tmp_path / "warm", steps=1, batch_size=2, lr=1e-9, val_every=0, val_batches=1, progress=False)
-    train_adapt(tok, folder, data, data, cfg, device=torch.device("cpu"), dtype=torch.float32, rank=4, mask_lr=1e-9,
-                noise=DlmNoise(), curve_windows=2, tokens=tokens, init=tmp_path / "first" / "best")
+    train_adapt(
+        tok,
+        folder,
+        data,
+        data,
+        cfg,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        rank=4,
+        mask_lr=1e-9,
+        noise=DlmNoise(),
+        curve_windows=2,
+        tokens=tokens,
+        init=tmp_path / "first" / "best",
+    )
     first = load_adapted(tmp_path / "first" / "best", folder, torch.device("cpu"), torch.float32, tokens)
     warm = load_adapted(tmp_path / "warm" / "last", folder, torch.device("cpu"), torch.float32, tokens)
     for (name, a), (_, b) in zip(first.named_parameters(), warm.named_parameters()):

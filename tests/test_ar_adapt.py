@@ -30,10 +30,23 @@ def run(pair, out, steps: int, resume: bool = False):
     folder, think, dlm = pair
     tok = ar_tokenizer(folder, think)
     data = sequences(tok)
-    cfg = LoopConfig(out=out, steps=steps, batch_size=2, lr=1e-2, val_every=2, val_batches=1, resume=resume,
-                     progress=False)
-    return train_ar_adapt(tok, folder, dlm, data, data, cfg, device=torch.device("cpu"), dtype=torch.float32,
-                          rank=4, rows_lr=1e-2, block_sizes=(2, 4), tokens=think)
+    cfg = LoopConfig(
+        out=out, steps=steps, batch_size=2, lr=1e-2, val_every=2, val_batches=1, resume=resume, progress=False
+    )
+    return train_ar_adapt(
+        tok,
+        folder,
+        dlm,
+        data,
+        data,
+        cfg,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        rank=4,
+        rows_lr=1e-2,
+        block_sizes=(2, 4),
+        tokens=think,
+    )
 
 
 def test_think_tokens_take_the_placeholders_ids(pair):
@@ -52,8 +65,9 @@ def test_resumed_ar_training_follows_the_uninterrupted_loss_curve(pair, tmp_path
 
     import codila_engine.train.ar_adapt as ar_adapt
 
-    rest = killed_in_step_3_then_resumed(monkeypatch, ar_adapt, "codila_loss",
-                                         lambda **kw: run(pair, tmp_path / "cut", 4, **kw))
+    rest = killed_in_step_3_then_resumed(
+        monkeypatch, ar_adapt, "codila_loss", lambda **kw: run(pair, tmp_path / "cut", 4, **kw)
+    )
     assert rest.step == 4 and rest.losses == pytest.approx(whole.losses[2:], rel=1e-4)
     saved = json.loads((tmp_path / "whole" / "last" / "base.json").read_text())
     assert saved["tokens"] == pair[1]
@@ -66,8 +80,11 @@ def test_export_is_a_qwen2_folder_with_the_adapters_and_think_rows_applied(pair,
     cpu = torch.device("cpu")
     trained = load_adapted_ar(tmp_path / "run" / "last", folder, cpu, torch.float32, think).eval()
     untrained = new_adapted_ar(folder, cpu, torch.float32, rank=4, tokens=think).eval()
-    ar = LocalAR.load(export_ar(tmp_path / "run" / "last", folder, tmp_path / "ar", torch.float32, think),
-                      device=cpu, dtype=torch.float32)
+    ar = LocalAR.load(
+        export_ar(tmp_path / "run" / "last", folder, tmp_path / "ar", torch.float32, think),
+        device=cpu,
+        dtype=torch.float32,
+    )
     assert ar.tokenizer.convert_tokens_to_ids("<think>") == think["<think>"]
     ids = torch.tensor([think["<think>"], 5, 9, 12, think["</think>"], 7, 8])
 

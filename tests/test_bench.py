@@ -9,8 +9,24 @@ from codila_engine.bench import add_bench_subcommand, agreement
 def _args(tmp_path, **kw):
     parser = argparse.ArgumentParser()
     add_bench_subcommand(parser.add_subparsers())
-    argv = ["bench", "--prompt", "24", "--span", "24", "--block-sizes", "2", "4", "--dual-cache", "8",
-            "--device", "cpu", "--init-std", "0.2", "--json", str(tmp_path / "bench.json")]
+    argv = [
+        "bench",
+        "--prompt",
+        "24",
+        "--span",
+        "24",
+        "--block-sizes",
+        "2",
+        "4",
+        "--dual-cache",
+        "8",
+        "--device",
+        "cpu",
+        "--init-std",
+        "0.2",
+        "--json",
+        str(tmp_path / "bench.json"),
+    ]
     return parser.parse_args(argv + [x for k, v in kw.items() for x in (f"--{k}", str(v))])
 
 
@@ -54,8 +70,9 @@ def test_bench_model_reports_load_time_and_request_speeds(tmp_path):
 
     folder = build_fim_model(tmp_path)
     out = tmp_path / "bench.json"
-    assert main(["bench", "model", "--ar", str(folder), "--repeats", "1", "--dtypes", "float32",
-                 "--json", str(out)]) == 0
+    assert (
+        main(["bench", "model", "--ar", str(folder), "--repeats", "1", "--dtypes", "float32", "--json", str(out)]) == 0
+    )
     report = json.loads(out.read_text())["float32"]
     assert report["decoder"] == "fim" and report["load_s"] > 0
     assert set(report["requests"]) == {"single-line infill (16)", "completion (64)"}

@@ -19,19 +19,34 @@ def pair_args(tiny_pair):
     return ["--dlm", str(tiny_pair[0]), "--ar", str(tiny_pair[1]), "--device", "cpu", "--max-new-tokens", "8"]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--tokens-per-step", "0", "--decoder", "dlm"], "--tokens-per-step: must be a whole number of tokens >= 1, got 0"),
-    (["--threshold", "0.5"], "--threshold applies to --mode dynamic of the codila decoder only"),
-    (["--threshold", "inf", "--mode", "dynamic"], "--threshold: must be a finite mean entropy >= 0 (nats), got inf"),
-    (["--threshold", "nan", "--mode", "dynamic"], "--threshold: must be a finite mean entropy >= 0 (nats), got nan"),
-    (["--tokens-per-step", "2"], "--tokens-per-step applies to --decoder dlm only"),
-    (["--scope", "0"], "--scope: must be a whole number of blocks >= 1, got 0"),
-    (["--block-size", "-4"], "--block-size: must be a whole number of tokens >= 1, got -4"),
-    (["--max-new-tokens", "0"], "--max-new-tokens: must be a whole number of tokens >= 1, got 0"),
-    (["--max-new-tokens", "1000000"], "--max-new-tokens: must be below 2048 tokens (the context kept around the span)"),
-    (["--temperature", "nan"], "--temperature: must be finite and >= 0 (0: greedy), got nan"),
-    (["--device", "tpu"], "--device tpu: not a device name; use cpu, cuda or cuda:N"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--tokens-per-step", "0", "--decoder", "dlm"],
+            "--tokens-per-step: must be a whole number of tokens >= 1, got 0",
+        ),
+        (["--threshold", "0.5"], "--threshold applies to --mode dynamic of the codila decoder only"),
+        (
+            ["--threshold", "inf", "--mode", "dynamic"],
+            "--threshold: must be a finite mean entropy >= 0 (nats), got inf",
+        ),
+        (
+            ["--threshold", "nan", "--mode", "dynamic"],
+            "--threshold: must be a finite mean entropy >= 0 (nats), got nan",
+        ),
+        (["--tokens-per-step", "2"], "--tokens-per-step applies to --decoder dlm only"),
+        (["--scope", "0"], "--scope: must be a whole number of blocks >= 1, got 0"),
+        (["--block-size", "-4"], "--block-size: must be a whole number of tokens >= 1, got -4"),
+        (["--max-new-tokens", "0"], "--max-new-tokens: must be a whole number of tokens >= 1, got 0"),
+        (
+            ["--max-new-tokens", "1000000"],
+            "--max-new-tokens: must be below 2048 tokens (the context kept around the span)",
+        ),
+        (["--temperature", "nan"], "--temperature: must be finite and >= 0 (0: greedy), got nan"),
+        (["--device", "tpu"], "--device tpu: not a device name; use cpu, cuda or cuda:N"),
+    ],
+)
 def test_bad_flags_get_one_line_naming_the_flag_and_exit_2(capsys, pair_args, flags, message):
     code, err = run(capsys, "generate", "--prompt", "x = ", *pair_args, *flags)
     assert code == 2 and message in err, err
@@ -79,8 +94,9 @@ def test_ctrl_c_prints_the_real_partial_statistics_and_exits_130(capsys, monkeyp
             raise KeyboardInterrupt
 
     monkeypatch.setattr(cli.DraftView, "show", interrupt_after_two)
-    code = main(["generate", "--prompt", "x = ", *pair_args[:-2], "--max-new-tokens", "32", "--block-size", "4",
-                 "--json"])
+    code = main(
+        ["generate", "--prompt", "x = ", *pair_args[:-2], "--max-new-tokens", "32", "--block-size", "4", "--json"]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 130 and out["cancelled"]
     stats = out["stats"]
@@ -108,8 +124,15 @@ def test_help_shows_defaults_and_units(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    for text in ("(default: 4 tokens)", "(default: 0.3 nats)", "(default: 10 blocks)", "(default: 64 tokens)",
-                 "(default: auto)", "(default: 0.1)", "(default: 0 = exact)"):
+    for text in (
+        "(default: 4 tokens)",
+        "(default: 0.3 nats)",
+        "(default: 10 blocks)",
+        "(default: 64 tokens)",
+        "(default: auto)",
+        "(default: 0.1)",
+        "(default: 0 = exact)",
+    ):
         assert text in help_text, text
 
 
@@ -122,8 +145,12 @@ def test_every_option_of_every_subcommand_shows_its_default(capsys):
     for parser in parsers(build_parser()):
         formatter = DefaultsFormatter(parser.prog)
         for action in parser._actions:
-            if action.option_strings and not isinstance(action.default, bool) and action.default not in (
-                    None, argparse.SUPPRESS) and "default" not in formatter._get_help_string(action):
+            if (
+                action.option_strings
+                and not isinstance(action.default, bool)
+                and action.default not in (None, argparse.SUPPRESS)
+                and "default" not in formatter._get_help_string(action)
+            ):
                 missing.append(f"{parser.prog} {action.option_strings[-1]}")
     assert missing == []
     with pytest.raises(SystemExit):
@@ -132,9 +159,34 @@ def test_every_option_of_every_subcommand_shows_its_default(capsys):
 
 
 # what a number's help may name as its unit (or say that it has none)
-UNITS = ("token", "block", "nats", "second", "step", "iteration", "sequence", "window", "feature", "layer", "head",
-         "byte", "thread", "task", "document", "run", "0-1", "(0, 1)", "unitless", "seed", "rank", "learning rate",
-         "norm", "per ", "the k ", "id")
+UNITS = (
+    "token",
+    "block",
+    "nats",
+    "second",
+    "step",
+    "iteration",
+    "sequence",
+    "window",
+    "feature",
+    "layer",
+    "head",
+    "byte",
+    "thread",
+    "task",
+    "document",
+    "run",
+    "0-1",
+    "(0, 1)",
+    "unitless",
+    "seed",
+    "rank",
+    "learning rate",
+    "norm",
+    "per ",
+    "the k ",
+    "id",
+)
 
 
 def test_every_option_that_takes_a_value_says_what_it_is_and_numbers_name_their_unit():

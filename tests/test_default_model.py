@@ -18,8 +18,18 @@ from codila_engine import default_model as dm
 from codila_engine.checkpoint import ModelFolderError, check_folder
 from codila_engine.convert import save_hf_folder
 from codila_engine.default_model import (
-    MANIFEST, DefaultModelCorrupt, DefaultModelMissing, GgufSource, Part, add_models_subcommand, cache_root,
-    default_model_folder, prepare, prepared, remove, verify,
+    MANIFEST,
+    DefaultModelCorrupt,
+    DefaultModelMissing,
+    GgufSource,
+    Part,
+    add_models_subcommand,
+    cache_root,
+    default_model_folder,
+    prepare,
+    prepared,
+    remove,
+    verify,
 )
 
 DATA = (b"GGUF" + bytes(range(256)) * 8, b"second part" * 50, b"tail")
@@ -84,8 +94,7 @@ def test_prepares_once_then_reuses_without_the_parts(spec, cache):
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["source"] == "fake-model" and manifest["gguf_sha256"] == spec.sha256
     assert manifest["dtype"] == "bfloat16" and manifest["prepared"]
-    assert manifest["files"]["model.safetensors"] == {
-        "size": 3000, "sha256": hashlib.sha256(b"w" * 3000).hexdigest()}
+    assert manifest["files"]["model.safetensors"] == {"size": 3000, "sha256": hashlib.sha256(b"w" * 3000).hexdigest()}
     assert sorted(manifest["files"]) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert not (folder / dm.GGUF_NAME).exists() and leftovers(cache) == []
 
@@ -113,7 +122,9 @@ def test_hash_mismatch_is_refused_and_keeps_a_good_folder(spec, cache):
 
 @pytest.mark.parametrize("problem", ["absent", "file deleted", "wrong version"])
 def test_missing_part_names_it_and_says_how_to_install(tmp_path, monkeypatch, cache, problem):
-    parts = install_fake_parts(tmp_path / "site", monkeypatch, version="0.8.0" if problem == "wrong version" else "0.9.0")
+    parts = install_fake_parts(
+        tmp_path / "site", monkeypatch, version="0.8.0" if problem == "wrong version" else "0.9.0"
+    )
     if problem == "absent":
         parts = (*parts[:1], Part("fakepart-not-installed", "0.9.0", "x/data/part02.bin"), *parts[2:])
     if problem == "file deleted":
@@ -123,8 +134,11 @@ def test_missing_part_names_it_and_says_how_to_install(tmp_path, monkeypatch, ca
         default_model_folder(cache, progress=False, spec=spec, convert=FakeConvert())
     message = str(err.value)
     assert "codila[model]" in message and "\n" not in message
-    assert {"absent": "fakepart-not-installed", "file deleted": "fakepart2/data/part02.bin",
-            "wrong version": "fakepart1 0.8.0"}[problem] in message
+    assert {
+        "absent": "fakepart-not-installed",
+        "file deleted": "fakepart2/data/part02.bin",
+        "wrong version": "fakepart1 0.8.0",
+    }[problem] in message
     assert not (cache / "models").exists()
 
 
@@ -172,14 +186,26 @@ print(default_model_folder(cache, progress=False, spec=spec, convert=slow_conver
 
 def test_concurrent_preparations_convert_once(spec, cache, tmp_path):
     log, go = tmp_path / "convert.log", tmp_path / "go"
-    raw = json.dumps({"name": spec.name, "parts": [list(p.__dict__.values()) for p in spec.parts],
-                      "sha256": spec.sha256, "size": spec.size, "output_size": spec.output_size})
+    raw = json.dumps(
+        {
+            "name": spec.name,
+            "parts": [list(p.__dict__.values()) for p in spec.parts],
+            "sha256": spec.sha256,
+            "size": spec.size,
+            "output_size": spec.output_size,
+        }
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(Path(__file__).parents[1])])}
 
     def start(name):
         err = open(tmp_path / f"{name}.err", "w")
-        return subprocess.Popen([sys.executable, "-c", WORKER, raw, str(cache), str(log), str(go)], env=env,
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", WORKER, raw, str(cache), str(log), str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
 
     def wait_for(predicate, what):
         deadline = time.time() + 30
@@ -216,8 +242,10 @@ def test_damaged_folder_is_reported_with_the_rebuild_command(spec, cache):
 
     weights.write_bytes(data[:1000])  # truncated
     convert = FakeConvert()
-    for call in (lambda: prepared(spec, cache),
-                 lambda: default_model_folder(cache, progress=False, spec=spec, convert=convert)):
+    for call in (
+        lambda: prepared(spec, cache),
+        lambda: default_model_folder(cache, progress=False, spec=spec, convert=convert),
+    ):
         with pytest.raises(DefaultModelCorrupt) as err:
             call()
         assert "codila models remove && codila models prepare" in str(err.value)
@@ -250,7 +278,9 @@ def test_cache_root_resolution_order(monkeypatch, tmp_path):
     assert cache_root() == tmp_path / "xdg" / "codila"
     monkeypatch.setenv("CODILA_CACHE_DIR", str(tmp_path / "env"))
     assert cache_root() == tmp_path / "env"
-    assert cache_root(tmp_path / "flag") == tmp_path / "flag" and cache_root(str(tmp_path / "flag")) == tmp_path / "flag"
+    assert (
+        cache_root(tmp_path / "flag") == tmp_path / "flag" and cache_root(str(tmp_path / "flag")) == tmp_path / "flag"
+    )
 
 
 def run_cli(spec, *argv) -> int:
@@ -301,8 +331,15 @@ def test_saved_folder_is_tied_and_loads(tmp_path):
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False)
+    config = Qwen2Config(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
     tensors = {k: v.to(torch.bfloat16) for k, v in Qwen2ForCausalLM(config).state_dict().items()}
     assert not torch.equal(tensors["lm_head.weight"], tensors["model.embed_tokens.weight"])
     config.tie_word_embeddings = True

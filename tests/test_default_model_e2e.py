@@ -38,8 +38,14 @@ def folder():
 def codila(*args: str, stdin: str | None = None) -> dict:
     import os
 
-    out = subprocess.run([sys.executable, "-m", "codila_engine.cli", *args, "--json", "--temperature", "0"],
-                         capture_output=True, text=True, input=stdin, timeout=300, env={**os.environ, **REAL})
+    out = subprocess.run(
+        [sys.executable, "-m", "codila_engine.cli", *args, "--json", "--temperature", "0"],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=300,
+        env={**os.environ, **REAL},
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -57,8 +63,15 @@ def test_completion_from_the_cli_is_python_that_parses(folder):
 def test_infill_from_the_cli_parses_and_stops_before_the_suffix(folder, tmp_path):
     (tmp_path / "before.py").write_text("def mean(xs):\n    if not xs:\n        return 0.0\n    total = ")
     (tmp_path / "after.py").write_text("\n    return total / len(xs)\n")
-    result = codila("infill", "--prefix-file", str(tmp_path / "before.py"), "--suffix-file",
-                    str(tmp_path / "after.py"), "--max-new-tokens", "32")
+    result = codila(
+        "infill",
+        "--prefix-file",
+        str(tmp_path / "before.py"),
+        "--suffix-file",
+        str(tmp_path / "after.py"),
+        "--max-new-tokens",
+        "32",
+    )
     middle = result["text"]
     assert "return total" not in middle  # the repeat of the suffix's first line is cut
     ast.parse((tmp_path / "before.py").read_text() + middle + (tmp_path / "after.py").read_text())
@@ -72,8 +85,11 @@ async def client(lsp_client: LanguageClient, folder):
     def on_draft(params):
         lsp_client.drafts.append(params)
 
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=types.ClientCapabilities(), initialization_options={"temperature": 0, "dtype": "auto"}))
+    await lsp_client.initialize_session(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(), initialization_options={"temperature": 0, "dtype": "auto"}
+        )
+    )
     yield
     await lsp_client.shutdown_session()
 
@@ -81,11 +97,20 @@ async def client(lsp_client: LanguageClient, folder):
 async def test_inline_completion_from_the_server_with_no_model_settings(client: LanguageClient):
     uri = "file:///work/stats.py"
     text = "def mean(xs):\n    return sum(xs)\n"  # cursor after `return `: the rest of the line is rewritten
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
-    result = await asyncio_timeout(client.text_document_inline_completion_async(types.InlineCompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=1, character=11),
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))))
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+        )
+    )
+    result = await asyncio_timeout(
+        client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=1, character=11),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            )
+        )
+    )
     fill = result.items[0].insert_text
     assert fill.strip() and "\n" not in fill
     last = client.drafts[-1]
@@ -101,8 +126,10 @@ async def asyncio_timeout(awaitable, seconds: float = 300):
     return await asyncio.wait_for(awaitable, seconds)
 
 
-@pytest.mark.skipif(__import__("codila_engine.default_model", fromlist=["x"]).adapted_source("dlm") is None,
-                    reason="no DLM adapter ships in codila_engine/assets/")
+@pytest.mark.skipif(
+    __import__("codila_engine.default_model", fromlist=["x"]).adapted_source("dlm") is None,
+    reason="no DLM adapter ships in codila_engine/assets/",
+)
 def test_the_default_dlm_is_prepared_from_the_shipped_adapter_and_decodes(folder):
     from codila_engine.config import DecodeConfig
     from codila_engine.default_model import adapted_folder
@@ -112,15 +139,20 @@ def test_the_default_dlm_is_prepared_from_the_shipped_adapter_and_decodes(folder
     dlm_folder = adapted_folder("dlm")
     dlm = DreamDLM.load(dlm_folder)  # the same loader as Dream-Coder's
     assert dlm.mask_id == 151666 and dlm.model.config.is_causal is False
-    result = Engine(dlm).decode("def add(a, b):\n    return ", "\n", DecodeConfig(decoder="dream", max_new_tokens=8,
-                                                                                  temperature=0)).run()
+    result = (
+        Engine(dlm)
+        .decode("def add(a, b):\n    return ", "\n", DecodeConfig(decoder="dream", max_new_tokens=8, temperature=0))
+        .run()
+    )
     assert result.decoder == "dream" and result.stats.iterations == 8
     out = codila("generate", "--decoder", "dream", "--prompt", "x = ", "--max-new-tokens", "4")
     assert out["decoder"] == "dream" and out["model"].startswith("qwen2.5-coder-0.5b-instruct DLM")
 
 
-@pytest.mark.skipif(__import__("codila_engine.default_model", fromlist=["x"]).adapted_source("ar") is None,
-                    reason="no CoDiLA AR adapter ships in codila_engine/assets/")
+@pytest.mark.skipif(
+    __import__("codila_engine.default_model", fromlist=["x"]).adapted_source("ar") is None,
+    reason="no CoDiLA AR adapter ships in codila_engine/assets/",
+)
 def test_the_default_pair_is_prepared_and_a_held_out_infill_with_codila_parses(folder, tmp_path):
     from codila_engine.ar import LocalAR
     from codila_engine.default_model import adapted_folder
@@ -131,7 +163,18 @@ def test_the_default_pair_is_prepared_and_a_held_out_infill_with_codila_parses(f
     prefix, suffix = "def clamp(value, low, high):\n    if value < low:\n        ", "\n    return value\n"
     (tmp_path / "before.py").write_text(prefix)
     (tmp_path / "after.py").write_text(suffix)
-    result = codila("infill", "--decoder", "codila", "--block-size", "4", "--max-new-tokens", "8",
-                    "--prefix-file", str(tmp_path / "before.py"), "--suffix-file", str(tmp_path / "after.py"))
+    result = codila(
+        "infill",
+        "--decoder",
+        "codila",
+        "--block-size",
+        "4",
+        "--max-new-tokens",
+        "8",
+        "--prefix-file",
+        str(tmp_path / "before.py"),
+        "--suffix-file",
+        str(tmp_path / "after.py"),
+    )
     assert result["decoder"] == "codila" and "CoDiLA AR" in result["model"]
     ast.parse(prefix + result["text"].strip() + suffix)  # a held-out snippet (tests/data/heldout_snippets.py)

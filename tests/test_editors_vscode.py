@@ -80,10 +80,18 @@ def test_vscode_extension_packages_small(tmp_path):
     vsix = tmp_path / "codila.vsix"
     done = _run([npm, "run", "package", "--", "--out", str(vsix)])
     assert done.returncode == 0, done.stdout + done.stderr
-    assert vsix.stat().st_size < 300_000, f"{vsix.stat().st_size} bytes"  # 593 KB unbundled; ~200 KB with the docs images
+    assert vsix.stat().st_size < 300_000, (
+        f"{vsix.stat().st_size} bytes"
+    )  # 593 KB unbundled; ~200 KB with the docs images
     names = set(zipfile.ZipFile(vsix).namelist())
-    for name in ["extension/dist/extension.js", "extension/package.json", "extension/readme.md",
-                 "extension/changelog.md", "extension/media/icon.png", "extension/LICENSE.txt"]:
+    for name in [
+        "extension/dist/extension.js",
+        "extension/package.json",
+        "extension/readme.md",
+        "extension/changelog.md",
+        "extension/media/icon.png",
+        "extension/LICENSE.txt",
+    ]:
         assert name in names, sorted(names)
     assert not any(n.startswith(("extension/node_modules/", "extension/src/", "extension/out/")) for n in names), names
     assert PACKAGE["repository"]["url"] and PACKAGE["icon"] and PACKAGE["keywords"] and PACKAGE["categories"]

@@ -87,15 +87,13 @@ def test_static_commits_whole_blocks(engine, n, b):
 
 
 def test_dynamic_huge_threshold_commits_whole_blocks(engine):
-    events, result = events_of(engine, PREFIX, SUFFIX, max_new_tokens=12, block_size=4, mode="dynamic",
-                               threshold=1e9)
+    events, result = events_of(engine, PREFIX, SUFFIX, max_new_tokens=12, block_size=4, mode="dynamic", threshold=1e9)
     assert [len(e.positions) for e in events] == [4, 4, 4]
     assert all(e.source == "ar" for e in events)
 
 
 def test_dynamic_zero_threshold_falls_back_to_dlm_tokens(engine):
-    events, result = events_of(engine, PREFIX, SUFFIX, max_new_tokens=8, block_size=4, mode="dynamic",
-                               threshold=0.0)
+    events, result = events_of(engine, PREFIX, SUFFIX, max_new_tokens=8, block_size=4, mode="dynamic", threshold=0.0)
     assert len(events) == 8
     assert all(len(e.positions) == 1 and e.source == "dlm" for e in events)
     # every commit extends a block's committed prefix
@@ -128,6 +126,7 @@ def test_soft_and_top1_give_different_ar_inputs(engine, monkeypatch):
     captured = {}
     original = engine.ar.decode_blocks
     for how in ("soft", "top1"):
+
         def spy(inputs, forced, _how=how, **kw):
             captured.setdefault(_how, inputs.clone())
             return original(inputs, forced, **kw)
@@ -178,6 +177,7 @@ def prefer_eos(engine, monkeypatch):
 
         monkeypatch.setattr(engine.dlm, "logits_at", logits_at)
         if ar:
+
             def hook(module, args, output):
                 output = output.clone()
                 output[..., eos] = 1e4
@@ -268,8 +268,9 @@ def test_kv_cached_decoding_matches_full_recomputation(engine):
 
 def test_ar_emits_only_shared_tokens(engine):
     inputs = torch.randn(4, 6, engine.ar.embedding.shape[1])
-    drafts = engine.ar.decode_blocks(inputs, torch.full((4, 4), -1), allowed=engine.bridge.ar_allowed,
-                                     temperature=1.0, top_p=1.0)
+    drafts = engine.ar.decode_blocks(
+        inputs, torch.full((4, 4), -1), allowed=engine.bridge.ar_allowed, temperature=1.0, top_p=1.0
+    )
     assert engine.bridge.ar_allowed[drafts.ids].all()
 
 
@@ -277,7 +278,7 @@ def test_final_draft_equals_result(engine):
     for opts in (dict(), dict(mode="dynamic", threshold=2.0), dict(decoder="dlm")):
         events, result = events_of(engine, PREFIX, "", max_new_tokens=10, **opts)
         assert events[-1].draft == result.text
-        assert engine.decode_ids(result.ids) .startswith(result.text) or result.text == ""
+        assert engine.decode_ids(result.ids).startswith(result.text) or result.text == ""
 
 
 def test_each_placeholder_of_a_draft_comes_with_the_tokens_it_stands_for(engine):

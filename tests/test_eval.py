@@ -16,8 +16,18 @@ from codila_engine.eval.run import evaluate, metrics, percentile, spread, task_r
 
 pytestmark = pytest.mark.usefixtures("sandbox_or_unsafe")
 
-ROW_FIELDS = {"task_id", "completion", "passed", "status", "message", "syntax_valid", "latency_s",
-              "first_block_s", "tokens", "iterations"}
+ROW_FIELDS = {
+    "task_id",
+    "completion",
+    "passed",
+    "status",
+    "message",
+    "syntax_valid",
+    "latency_s",
+    "first_block_s",
+    "tokens",
+    "iterations",
+}
 STATS = {"iterations": 2, "tokens": 8, "text_tokens": 6, "wall_s": 0.5, "first_commit_s": 0.1, "tokens_per_s": 12.0}
 
 # A stand-in server: answers the warm-up, then an error, a null, a canonical fill with one draft,
@@ -88,9 +98,28 @@ def test_canonical_solutions_score_pass_at_1_of_one():
 
 def test_eval_command_runs_five_tasks_end_to_end(tiny_pair, tmp_path, capsys):
     out = tmp_path / "eval"
-    rc = main(["eval", "humaneval-infilling", "--split", "single-line", "--limit", "5", "--dlm", str(tiny_pair[0]),
-               "--ar", str(tiny_pair[1]), "--device", "cpu", "--max-tokens", "8", "--block-size", "4",
-               "--out", str(out)])
+    rc = main(
+        [
+            "eval",
+            "humaneval-infilling",
+            "--split",
+            "single-line",
+            "--limit",
+            "5",
+            "--dlm",
+            str(tiny_pair[0]),
+            "--ar",
+            str(tiny_pair[1]),
+            "--device",
+            "cpu",
+            "--max-tokens",
+            "8",
+            "--block-size",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     rows = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
@@ -134,8 +163,14 @@ def test_request_errors_are_failed_tasks_and_server_death_stops(tmp_path):
     script.write_text(FAKE_SERVER)
     out = tmp_path / "eval"
     with pytest.raises(ServerError, match=r"(?s)exited with code 7 during the infill request.*after 4 of 6 tasks"):
-        evaluate("single-line", out_dir=out, limit=6, options={"device": "cpu"},
-                 server_cmd=[sys.executable, str(script)], progress=False)
+        evaluate(
+            "single-line",
+            out_dir=out,
+            limit=6,
+            options={"device": "cpu"},
+            server_cmd=[sys.executable, str(script)],
+            progress=False,
+        )
     rows = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
     assert [r["status"] for r in rows] == ["request_error", "request_error", "passed", "request_error"]
     assert "boom from the fake server" in rows[0]["message"] and "null" in rows[1]["message"]
@@ -148,8 +183,13 @@ def test_request_errors_are_failed_tasks_and_server_death_stops(tmp_path):
 
 def test_models_that_cannot_load_stop_the_eval_before_any_task(tiny_pair, tmp_path):
     with pytest.raises(ServerError, match=r"not usable with these settings: could not load the models: DLM folder"):
-        evaluate("single-line", out_dir=tmp_path / "eval", limit=2, progress=False,
-                 options={"dlm": str(tmp_path / "missing"), "ar": str(tiny_pair[1]), "device": "cpu"})
+        evaluate(
+            "single-line",
+            out_dir=tmp_path / "eval",
+            limit=2,
+            progress=False,
+            options={"dlm": str(tmp_path / "missing"), "ar": str(tiny_pair[1]), "device": "cpu"},
+        )
     assert not (tmp_path / "eval").exists()
 
 

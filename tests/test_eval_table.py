@@ -10,8 +10,15 @@ import pytest
 import torch
 
 from codila_engine.cli import main
-from codila_engine.eval.heldout import (PREFIX_CHARS, SUFFIX_CHARS, build_tasks, candidate_spans, cut,
-                                        exact_match, syntax_valid)
+from codila_engine.eval.heldout import (
+    PREFIX_CHARS,
+    SUFFIX_CHARS,
+    build_tasks,
+    candidate_spans,
+    cut,
+    exact_match,
+    syntax_valid,
+)
 from codila_engine.eval.table import BENCHMARKS, HUMANEVAL, claims, setups
 
 pytestmark = pytest.mark.usefixtures("sandbox_or_unsafe")
@@ -36,7 +43,7 @@ class Circle:
     def area(self):
         return math.pi * self.radius ** 2
 ''',
-    "loops.py": '''def total(values):
+    "loops.py": """def total(values):
     result = 0
     for value in values:
         if value > 0: result += value
@@ -50,7 +57,7 @@ def names(items):
            for item in items]
     # a comment line of some length
     return sorted(out)
-''',
+""",
     "crlf.py": "def scale(xs, k):\r\n    ys = [x * k for x in xs]\r\n    ys.reverse()\r\n    return ys\r\n",
 }
 
@@ -86,12 +93,16 @@ def test_span_rules_skip_docstrings_continuations_and_shared_lines():
     assert "return sorted(out)" in singles and "def __init__(self, radius):" in singles
     assert "self.radius = radius  # metres" in singles and "@property" in singles
     assert not any("docstring line" in s or s.startswith(("out = [", "for item in", "#")) for s in singles)
-    assert "result = 0\n    for value in values:\n        if value > 0: result += value\n        else:\n" \
-           "            result -= 1" in multis  # 5 lines
+    assert (
+        "result = 0\n    for value in values:\n        if value > 0: result += value\n        else:\n"
+        "            result -= 1" in multis
+    )  # 5 lines
     assert not any(m.startswith("result = 0") and m.endswith("return result") for m in multis)  # 6: too long
     assert "@property\n    def area(self):\n        return math.pi * self.radius ** 2" in multis
-    assert "out = [item.name\n           for item in items]\n    # a comment line of some length\n" \
-           "    return sorted(out)" in multis
+    assert (
+        "out = [item.name\n           for item in items]\n    # a comment line of some length\n"
+        "    return sorted(out)" in multis
+    )
     assert not any(m.startswith("result += value") for m in multis)  # `if x: y` shares the header's line
     assert candidate_spans("def broken(:\n    pass\n") == {"single-line": [], "multi-line": []}
 
@@ -133,9 +144,14 @@ def test_claims_are_judged_from_the_numbers():
     def m(em: float, valid: float, ipt: float) -> dict:
         return {"n": 10, "exact_match": em, "syntax_valid": valid, "pass_at_1": None, "iterations_per_token": ipt}
 
-    res = {"DLM K=1": m(0.5, 0.9, 1.0), "DLM K=4": m(0.2, 0.7, 0.25), "CoDiLA B=4 static soft": m(0.4, 0.7, 0.25),
-           "CoDiLA B=4 static top-1": m(0.45, 0.8, 0.25), "CoDiLA B=4 dynamic τ=0.1": m(0.5, 0.9, 0.6),
-           "CoDiLA B=4 dynamic τ=0.5": m(0.49, 0.9, 0.4)}
+    res = {
+        "DLM K=1": m(0.5, 0.9, 1.0),
+        "DLM K=4": m(0.2, 0.7, 0.25),
+        "CoDiLA B=4 static soft": m(0.4, 0.7, 0.25),
+        "CoDiLA B=4 static top-1": m(0.45, 0.8, 0.25),
+        "CoDiLA B=4 dynamic τ=0.1": m(0.5, 0.9, 0.6),
+        "CoDiLA B=4 dynamic τ=0.5": m(0.49, 0.9, 0.4),
+    }
     found = {c["claim"]: c for c in claims({"held-out single-line": res}, plan)}
     beats = found["CoDiLA static soft beats DLM K=4"]
     assert beats["holds"] and "exact match 0.400 vs 0.200: holds; syntax-valid 0.700 vs 0.700: tie" in beats["text"]
@@ -155,8 +171,9 @@ def data_dir(tmp_path_factory) -> Path:
     """Enough small files that a 0.7 held-out fraction leaves some for training and holds some out."""
     root = tmp_path_factory.mktemp("data")
     for i in range(12):
-        (root / f"mod_{i}.py").write_text(f"def f_{i}(x):\n    y = x + {i}\n    return y * {i + 1}\n\n\n"
-                                          f"value_{i} = f_{i}({i})\n")
+        (root / f"mod_{i}.py").write_text(
+            f"def f_{i}(x):\n    y = x + {i}\n    return y * {i + 1}\n\n\nvalue_{i} = f_{i}({i})\n"
+        )
     return root
 
 
@@ -171,19 +188,53 @@ def without_default_model(monkeypatch):
 
 
 def _run(tiny_pair, out: Path, *extra: str) -> int:
-    return main(["eval", "table", "--dlm", str(tiny_pair[0]), "--ar", str(tiny_pair[1]), "--device", "cpu",
-                 "--block-sizes", "2", "--thresholds", "0.3", "--out", str(out), "--no-progress", *extra])
+    return main(
+        [
+            "eval",
+            "table",
+            "--dlm",
+            str(tiny_pair[0]),
+            "--ar",
+            str(tiny_pair[1]),
+            "--device",
+            "cpu",
+            "--block-sizes",
+            "2",
+            "--thresholds",
+            "0.3",
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_table_on_held_out_files(tiny_pair, data_dir, tmp_path, capsys):
     out = tmp_path / "table"
-    rc = _run(tiny_pair, out, "--data-dir", str(data_dir), "--held-out-fraction", "0.7", "--held-out-tasks", "2",
-              "--humaneval-limit", "0")
+    rc = _run(
+        tiny_pair,
+        out,
+        "--data-dir",
+        str(data_dir),
+        "--held-out-fraction",
+        "0.7",
+        "--held-out-tasks",
+        "2",
+        "--humaneval-limit",
+        "0",
+    )
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     table = json.loads((out / "table.json").read_text())
-    names = ["Dream sampler (a step per token)", "DLM K=1", "DLM K=2", "CoDiLA B=2 static soft",
-             "CoDiLA B=2 static top-1", "CoDiLA B=2 dynamic τ=0.3"]  # no FIM row: the tiny AR has no FIM tokens
+    names = [
+        "Dream sampler (a step per token)",
+        "DLM K=1",
+        "DLM K=2",
+        "CoDiLA B=2 static soft",
+        "CoDiLA B=2 static top-1",
+        "CoDiLA B=2 dynamic τ=0.3",
+    ]  # no FIM row: the tiny AR has no FIM tokens
     assert [c["name"] for c in table["configurations"]] == names
     assert list(table["results"]) == list(BENCHMARKS[:2]) and table["tasks"] == dict.fromkeys(BENCHMARKS[:2], 2)
     rows = [json.loads(line) for line in (out / "heldout.jsonl").read_text().splitlines()]
@@ -206,8 +257,19 @@ def test_table_on_held_out_files(tiny_pair, data_dir, tmp_path, capsys):
 def test_table_on_humaneval_through_the_server(tiny_pair, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "table"
-    rc = _run(tiny_pair, out, "--held-out-tasks", "0", "--humaneval-limit", "2", "--humaneval-max-tokens", "6",
-              "--configs", "dlm-kb", "static-soft")
+    rc = _run(
+        tiny_pair,
+        out,
+        "--held-out-tasks",
+        "0",
+        "--humaneval-limit",
+        "2",
+        "--humaneval-max-tokens",
+        "6",
+        "--configs",
+        "dlm-kb",
+        "static-soft",
+    )
     assert rc == 0, capsys.readouterr().err
     table = json.loads((out / "table.json").read_text())
     assert table["tasks"] == {HUMANEVAL: 2} and list(table["results"]) == [HUMANEVAL]
@@ -216,10 +278,14 @@ def test_table_on_humaneval_through_the_server(tiny_pair, tmp_path, monkeypatch,
         assert r["n"] == 2 and r["request_errors"] == 0 and 0 <= r["pass_at_1"] <= r["syntax_valid"] <= 1
         assert r["iterations_per_token"] >= 0.5 and r["tokens_per_s"] > 0  # 3 iterations, at most 6 tokens
     summaries = [json.loads(f.read_text()) for f in sorted((out / "humaneval").glob("*/summary.json"))]
-    assert [(s["settings"]["initialization_options"]["decoder"], s["n"]) for s in summaries] == [("codila", 2),
-                                                                                                ("dlm", 2)]
-    assert all(s["settings"]["max_tokens"] == 6 and s["settings"]["initialization_options"]["blockSize"] == 2
-               for s in summaries)
+    assert [(s["settings"]["initialization_options"]["decoder"], s["n"]) for s in summaries] == [
+        ("codila", 2),
+        ("dlm", 2),
+    ]
+    assert all(
+        s["settings"]["max_tokens"] == 6 and s["settings"]["initialization_options"]["blockSize"] == 2
+        for s in summaries
+    )
     assert "pass@1 |" in (out / "table.md").read_text() and (out / "accuracy_vs_speed.png").is_file()
 
 

@@ -84,8 +84,14 @@ class Scripted(torch.nn.Module):
 
     def __init__(self, stream: list[int], vocab: int) -> None:
         super().__init__()
-        self.config = Qwen2Config(vocab_size=vocab, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
-                                  num_key_value_heads=1, intermediate_size=8)
+        self.config = Qwen2Config(
+            vocab_size=vocab,
+            hidden_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            num_key_value_heads=1,
+            intermediate_size=8,
+        )
         self.embed = torch.nn.Embedding(vocab, 8)
         self.stream, self.vocab, self.reads = list(stream), vocab, []
 
@@ -187,7 +193,9 @@ def test_fim_decode_streams_drafts_and_matches_greedy_generation(fim_engine):
     tok, model = fim_engine.ar.tokenizer, fim_engine.ar.model
     fim = FimTokens.of(tok, (fim_engine.ar.eos_id,))
     prompt = torch.tensor([fim.prompt(tok.encode("def add(a, b):\n"), [])])
-    out = model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=sorted(fim.stops))[0, prompt.shape[1]:]
+    out = model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=sorted(fim.stops))[
+        0, prompt.shape[1] :
+    ]
     assert not set(out.tolist()) & fim.stops and len(result.text) > 0  # the check below is not vacuous
     assert result.ids == out.tolist()
 

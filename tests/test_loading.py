@@ -24,11 +24,14 @@ def test_missing_folder(tmp_path):
         DreamDLM.load(tmp_path / "nowhere", device=None)
 
 
-@pytest.mark.parametrize("missing,message", [
-    ("config.json", "has no config.json"),
-    ("model.safetensors", "has no weights"),
-    ("tokenizer.json", "has no tokenizer"),
-])
+@pytest.mark.parametrize(
+    "missing,message",
+    [
+        ("config.json", "has no config.json"),
+        ("model.safetensors", "has no weights"),
+        ("tokenizer.json", "has no tokenizer"),
+    ],
+)
 def test_incomplete_folder_names_missing_file(tiny_pair, tmp_path, missing, message):
     folder = copy(tiny_pair[0], tmp_path / "dlm")
     (folder / missing).unlink()
@@ -39,8 +42,13 @@ def test_incomplete_folder_names_missing_file(tiny_pair, tmp_path, missing, mess
 def test_missing_shard_is_named(tiny_pair, tmp_path):
     folder = copy(tiny_pair[0], tmp_path / "dlm")
     (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
-    index = {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors",
-                                            "model.norm.weight": "model-00001-of-00002.safetensors"}}
+    index = {
+        "metadata": {},
+        "weight_map": {
+            "lm_head.weight": "model-00002-of-00002.safetensors",
+            "model.norm.weight": "model-00001-of-00002.safetensors",
+        },
+    }
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ModelFolderError, match="missing weight shard.*model-00002-of-00002"):
         DreamDLM.load(folder)
@@ -102,8 +110,10 @@ def test_cli_infill_and_generate(tiny_pair, tmp_path, capsys):
 def test_cli_errors_are_clear(tiny_pair, capsys):
     assert main(["generate", "--prompt", "x", "--dlm", "/nonexistent", "--ar", str(tiny_pair[1])]) == 2
     assert "DLM folder /nonexistent does not exist" in capsys.readouterr().err
-    assert main(["generate", "--prompt", "x", "--dlm", str(tiny_pair[0]), "--ar", str(tiny_pair[1]),
-                 "--block-size", "0"]) == 2
+    assert (
+        main(["generate", "--prompt", "x", "--dlm", str(tiny_pair[0]), "--ar", str(tiny_pair[1]), "--block-size", "0"])
+        == 2
+    )
     assert "--block-size: must be a whole number of tokens >= 1, got 0" in capsys.readouterr().err
 
 
@@ -117,12 +127,29 @@ def test_dream_style_tokenizer_files(tiny_pair, tmp_path):
     fast.model.save(str(folder))
     (folder / "tokenizer.json").unlink()
     specials = {name: fast.token_to_id(name) for name in ("<|endoftext|>", "<|beginoftext|>", "<|mask|>")}
-    added = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                      "special": True} for t, i in specials.items()}
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "added_tokens_decoder": added, "tokenizer_class": "DreamTokenizer",
-        "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
-        "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "mask_token": "<|mask|>"}))
+    added = {
+        str(i): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for t, i in specials.items()
+    }
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "added_tokens_decoder": added,
+                "tokenizer_class": "DreamTokenizer",
+                "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+                "mask_token": "<|mask|>",
+            }
+        )
+    )
     engine = Engine.load(folder, tiny_pair[1], device="cpu")
     assert engine.tokenizer.convert_tokens_to_ids("<|mask|>") == specials["<|mask|>"] == engine.dlm.mask_id
     assert not engine.bridge.keep[specials["<|beginoftext|>"]]

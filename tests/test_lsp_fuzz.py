@@ -35,9 +35,16 @@ TARGET = int(os.environ.get("CODILA_FUZZ_MESSAGES", "2000"))
 ANSWER_BOUND_S = 30.0
 CLIENT_TIMEOUT_S = 1.0  # the server's wait for workspace/applyEdit, which the fuzz client sometimes ignores
 ACTIONS_PER_EXAMPLE = (4, 12)
-OPTIONS = {"device": "cpu", "blockSize": 4, "maxContext": 256, "suggestions": 1,
-           "spanCaps": {"lineRest": 4, "blockBody": 4, "nextStatement": 4},
-           "infillMinTokens": 2, "infillMaxTokens": 8, "infillTokens": 4}
+OPTIONS = {
+    "device": "cpu",
+    "blockSize": 4,
+    "maxContext": 256,
+    "suggestions": 1,
+    "spanCaps": {"lineRest": 4, "blockBody": 4, "nextStatement": 4},
+    "infillMinTokens": 2,
+    "infillMaxTokens": 8,
+    "infillTokens": 4,
+}
 URIS = ["file:///w/a.py", "file:///w/b%20c.py", "file:///w/%23odd.py", "untitled:Untitled-1"]
 BIG_URI = "file:///w/big.py"
 BIG_TEXT = (Path(__file__).parents[1] / "lsp_server" / "spans.py").read_text()
@@ -47,11 +54,15 @@ BIG_TEXT = (BIG_TEXT * (5_000_000 // len(BIG_TEXT) + 1))[:5_000_000]
 SKIPPED = {types.INITIALIZE, types.SHUTDOWN, types.EXIT}  # these end or reset the session
 METHODS = sorted(set(types.METHOD_TO_TYPES) - SKIPPED)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8)
-INTEGERS = st.integers(0, 20) | st.integers(-2**33, 2**33)
+    max_leaves=8,
+)
+INTEGERS = st.integers(0, 20) | st.integers(-(2**33), 2**33)
 
 
 @functools.cache
@@ -104,57 +115,164 @@ def schema_params(method: str) -> st.SearchStrategy:
 
 
 # --- the project's own messages ---------------------------------------------------------------
-PROGRAMS = ["def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n",
-            "class Point:\n    def __init__(self, x, y):\n        self.x = x\n\n    def norm(self):\n",
-            "import os\nfor i in range(10):\n    if i % 2:\n        print(os.path.join('a', str(i)))\n",
-            "name = 'café 😀'\r\nprint(name, '数据')\r\nx = [1,\r\n"]
-PIECES = ["def f(x):\n", "    return x\n", "print(f(1))\n", "if x:\n", "x = [1,\n", "café = '😀'\n", "数据 = 1\n",
-          "\r\n", "\r", "\u2028", "\x0c", "\ud800", "\udfff", "\t", "# comment\n", "'''doc\n", "@dec\n", "(", ":",
-          "\\\n", ""]
-CODE = st.tuples(st.sampled_from(PROGRAMS), st.lists(st.tuples(st.integers(0, 120), st.sampled_from(PIECES)
-                                                              | st.text(max_size=6)), max_size=4)).map(
-    lambda p: functools.reduce(lambda text, cut: text[: cut[0]] + cut[1] + text[cut[0]:], p[1], p[0]))
+PROGRAMS = [
+    "def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n",
+    "class Point:\n    def __init__(self, x, y):\n        self.x = x\n\n    def norm(self):\n",
+    "import os\nfor i in range(10):\n    if i % 2:\n        print(os.path.join('a', str(i)))\n",
+    "name = 'café 😀'\r\nprint(name, '数据')\r\nx = [1,\r\n",
+]
+PIECES = [
+    "def f(x):\n",
+    "    return x\n",
+    "print(f(1))\n",
+    "if x:\n",
+    "x = [1,\n",
+    "café = '😀'\n",
+    "数据 = 1\n",
+    "\r\n",
+    "\r",
+    "\u2028",
+    "\x0c",
+    "\ud800",
+    "\udfff",
+    "\t",
+    "# comment\n",
+    "'''doc\n",
+    "@dec\n",
+    "(",
+    ":",
+    "\\\n",
+    "",
+]
+CODE = st.tuples(
+    st.sampled_from(PROGRAMS),
+    st.lists(st.tuples(st.integers(0, 120), st.sampled_from(PIECES) | st.text(max_size=6)), max_size=4),
+).map(lambda p: functools.reduce(lambda text, cut: text[: cut[0]] + cut[1] + text[cut[0] :], p[1], p[0]))
 POSITION = st.one_of(
     *[st.fixed_dictionaries({"line": st.integers(0, 6), "character": st.integers(0, 24)})] * 4,
-    st.sampled_from([{"line": 2**31 - 1, "character": 0}, {"line": 0, "character": 2**31 - 1},
-                     {"line": 2**31, "character": 0}, {"line": -1, "character": 0}, {"line": "x", "character": 0},
-                     {"line": 1.5, "character": 0}, {"line": 0}, {"line": True, "character": 0}, None]))
+    st.sampled_from(
+        [
+            {"line": 2**31 - 1, "character": 0},
+            {"line": 0, "character": 2**31 - 1},
+            {"line": 2**31, "character": 0},
+            {"line": -1, "character": 0},
+            {"line": "x", "character": 0},
+            {"line": 1.5, "character": 0},
+            {"line": 0},
+            {"line": True, "character": 0},
+            None,
+        ]
+    ),
+)
 RANGE = st.fixed_dictionaries({"start": POSITION, "end": POSITION})
 DOC = st.fixed_dictionaries({"uri": st.sampled_from(URIS)})
-VALID_OPTIONS = st.fixed_dictionaries({}, optional={
-    "blockSize": st.sampled_from([2, 4]), "scope": st.integers(1, 10), "mode": st.sampled_from(["static", "dynamic"]),
-    "threshold": st.floats(0, 2), "temperature": st.sampled_from([0, 0.1, 1.0]), "topP": st.floats(0.5, 1),
-    "seed": st.none() | st.integers(0, 2**40), "suggestions": st.integers(1, 3), "placeholder": st.text(max_size=3),
-    "decoder": st.sampled_from(["auto", "codila", "dlm", "dream"]), "conditioning": st.sampled_from(["soft", "top1"]),
-    "maxContext": st.sampled_from([128, 256]), "dualCache": st.integers(0, 2), "infillMargin": st.floats(0, 2),
-    "infillMinTokens": st.integers(1, 2), "infillMaxTokens": st.integers(4, 8), "infillTokens": st.integers(1, 4),
-    "spanCaps": st.fixed_dictionaries({}, optional={k: st.integers(1, 4) for k in ("lineRest", "blockBody",
-                                                                                     "nextStatement")}),
-    "steps": st.integers(0, 4), "topK": st.integers(0, 50), "algTemp": st.sampled_from([0, 0.5])})
-BAD_SETTINGS = [("seed", "abc"), ("placeholder", 5), ("fast", "yes"), ("blockSize", 0), ("blockSize", 4.0),
-                ("temperature", -1), ("temperature", 1e-300), ("topP", 2), ("maxContext", 10**9), ("suggestions", 9),
-                ("spanCaps", {"lineRest": 0}), ("spanCaps", 3), ("spanCaps", {"blockBody": 10**6}),
-                ("infillMargin", "x"), ("dtype", "int8"), ("dlm", 5), ("mode", "turbo"), ("threshold", None),
-                ("seed", 2**64), ("decoder", "\ud800"), ("infillMaxTokens", 10**6)]
-MALFORMED = [b"{not json", b"", b"[]", b"[1, 2]", b"42", b'"text"', b"null", b"\xff\xfe\x00", b'{"jsonrpc": "2.0"',
-             b'{"jsonrpc": "2.0", "method": 5, "id": 1}', b'{"jsonrpc": "1.0", "method": "codila/settings", "id": 2}',
-             b'{"method": "codila/settings", "id": 3}', b'{"jsonrpc": "2.0", "method": "codila/settings", "id": 1.5}',
-             b'{"jsonrpc": "2.0", "method": "codila/settings", "id": null}',
-             b'{"jsonrpc": "2.0", "method": "codila/settings", "id": [1]}',
-             b'{"jsonrpc": "2.0", "method": "codila/settings", "id": true}', b'{"jsonrpc": "2.0", "id": 77, "result": 1}',
-             b'{"jsonrpc": "2.0", "id": "codila-x", "error": {"code": 1}}', b"[" * 5000 + b"]" * 5000]
+VALID_OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "blockSize": st.sampled_from([2, 4]),
+        "scope": st.integers(1, 10),
+        "mode": st.sampled_from(["static", "dynamic"]),
+        "threshold": st.floats(0, 2),
+        "temperature": st.sampled_from([0, 0.1, 1.0]),
+        "topP": st.floats(0.5, 1),
+        "seed": st.none() | st.integers(0, 2**40),
+        "suggestions": st.integers(1, 3),
+        "placeholder": st.text(max_size=3),
+        "decoder": st.sampled_from(["auto", "codila", "dlm", "dream"]),
+        "conditioning": st.sampled_from(["soft", "top1"]),
+        "maxContext": st.sampled_from([128, 256]),
+        "dualCache": st.integers(0, 2),
+        "infillMargin": st.floats(0, 2),
+        "infillMinTokens": st.integers(1, 2),
+        "infillMaxTokens": st.integers(4, 8),
+        "infillTokens": st.integers(1, 4),
+        "spanCaps": st.fixed_dictionaries(
+            {}, optional={k: st.integers(1, 4) for k in ("lineRest", "blockBody", "nextStatement")}
+        ),
+        "steps": st.integers(0, 4),
+        "topK": st.integers(0, 50),
+        "algTemp": st.sampled_from([0, 0.5]),
+    },
+)
+BAD_SETTINGS = [
+    ("seed", "abc"),
+    ("placeholder", 5),
+    ("fast", "yes"),
+    ("blockSize", 0),
+    ("blockSize", 4.0),
+    ("temperature", -1),
+    ("temperature", 1e-300),
+    ("topP", 2),
+    ("maxContext", 10**9),
+    ("suggestions", 9),
+    ("spanCaps", {"lineRest": 0}),
+    ("spanCaps", 3),
+    ("spanCaps", {"blockBody": 10**6}),
+    ("infillMargin", "x"),
+    ("dtype", "int8"),
+    ("dlm", 5),
+    ("mode", "turbo"),
+    ("threshold", None),
+    ("seed", 2**64),
+    ("decoder", "\ud800"),
+    ("infillMaxTokens", 10**6),
+]
+MALFORMED = [
+    b"{not json",
+    b"",
+    b"[]",
+    b"[1, 2]",
+    b"42",
+    b'"text"',
+    b"null",
+    b"\xff\xfe\x00",
+    b'{"jsonrpc": "2.0"',
+    b'{"jsonrpc": "2.0", "method": 5, "id": 1}',
+    b'{"jsonrpc": "1.0", "method": "codila/settings", "id": 2}',
+    b'{"method": "codila/settings", "id": 3}',
+    b'{"jsonrpc": "2.0", "method": "codila/settings", "id": 1.5}',
+    b'{"jsonrpc": "2.0", "method": "codila/settings", "id": null}',
+    b'{"jsonrpc": "2.0", "method": "codila/settings", "id": [1]}',
+    b'{"jsonrpc": "2.0", "method": "codila/settings", "id": true}',
+    b'{"jsonrpc": "2.0", "id": 77, "result": 1}',
+    b'{"jsonrpc": "2.0", "id": "codila-x", "error": {"code": 1}}',
+    b"[" * 5000 + b"]" * 5000,
+]
 
 WEIGHTED = [  # (strategy, weight): how often each kind of action comes
-    (st.tuples(st.just("inline"), DOC, POSITION, st.sampled_from([1, 1, 1, 2, 3, "x"]),
-               st.sampled_from([False] * 5 + [True])), 4),
-    (st.tuples(st.just("schema"), st.sampled_from(METHODS), st.booleans()).flatmap(
-        lambda a: st.tuples(st.just(a[0]), st.just(a[1]), schema_params(a[1]), st.just(a[2]))), 3),
+    (
+        st.tuples(
+            st.just("inline"),
+            DOC,
+            POSITION,
+            st.sampled_from([1, 1, 1, 2, 3, "x"]),
+            st.sampled_from([False] * 5 + [True]),
+        ),
+        4,
+    ),
+    (
+        st.tuples(st.just("schema"), st.sampled_from(METHODS), st.booleans()).flatmap(
+            lambda a: st.tuples(st.just(a[0]), st.just(a[1]), schema_params(a[1]), st.just(a[2]))
+        ),
+        3,
+    ),
     (st.tuples(st.just("open"), st.sampled_from(URIS), CODE, st.sampled_from(["python"] * 4 + ["rust"])), 2),
-    (st.tuples(st.just("change"), st.sampled_from(URIS), st.lists(
-        st.fixed_dictionaries({"range": RANGE, "text": st.sampled_from(PIECES)}) | st.fixed_dictionaries(
-            {"text": CODE}), max_size=3)), 2),
-    (st.tuples(st.just("infill"), DOC, RANGE, st.none() | st.integers(1, 8) | st.sampled_from([0, 300, 2**31, "x"])),
-     2),
+    (
+        st.tuples(
+            st.just("change"),
+            st.sampled_from(URIS),
+            st.lists(
+                st.fixed_dictionaries({"range": RANGE, "text": st.sampled_from(PIECES)})
+                | st.fixed_dictionaries({"text": CODE}),
+                max_size=3,
+            ),
+        ),
+        2,
+    ),
+    (
+        st.tuples(st.just("infill"), DOC, RANGE, st.none() | st.integers(1, 8) | st.sampled_from([0, 300, 2**31, "x"])),
+        2,
+    ),
     (st.tuples(st.just("close"), st.sampled_from(URIS)), 1),
     (st.tuples(st.just("command"), st.sampled_from(URIS), RANGE), 1),
     (st.tuples(st.just("config"), VALID_OPTIONS, st.none() | st.sampled_from(BAD_SETTINGS), st.booleans()), 1),
@@ -164,7 +282,8 @@ WEIGHTED = [  # (strategy, weight): how often each kind of action comes
     (st.tuples(st.just("header"), st.sampled_from(["content-length", "CONTENT-LENGTH", "Content-length"])), 1),
 ]
 ACTION = st.sampled_from([n for n, (_, weight) in enumerate(WEIGHTED) for _ in range(weight)]).flatmap(
-    lambda n: WEIGHTED[n][0])
+    lambda n: WEIGHTED[n][0]
+)
 BIG_EVERY = 1000  # messages; after each such stretch, a 5 MB document is opened, completed in and closed
 
 
@@ -204,12 +323,14 @@ class Fuzzer:
             self.client.notify(method, params)
 
     def do_open(self, uri, text, language) -> None:
-        self.client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": language,
-                                                                     "version": 1, "text": text}})
+        self.client.notify(
+            "textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": language, "version": 1, "text": text}}
+        )
 
     def do_change(self, uri, changes) -> None:
-        self.client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
-                                                      "contentChanges": changes})
+        self.client.notify(
+            "textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": changes}
+        )
 
     def do_close(self, uri) -> None:
         self.client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
@@ -217,14 +338,20 @@ class Fuzzer:
     def do_inline(self, doc, position, trigger, selected) -> None:
         context = {"triggerKind": trigger}
         if selected:
-            context["selectedCompletionInfo"] = {"range": {"start": {"line": 0, "character": 0},
-                                                           "end": {"line": 0, "character": 1}}, "text": "x"}
-        self.request("textDocument/inlineCompletion", {"textDocument": doc, "position": position, "context": context,
-                                                       "workDoneToken": f"t{len(self.recent)}"})
+            context["selectedCompletionInfo"] = {
+                "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 1}},
+                "text": "x",
+            }
+        self.request(
+            "textDocument/inlineCompletion",
+            {"textDocument": doc, "position": position, "context": context, "workDoneToken": f"t{len(self.recent)}"},
+        )
 
     def do_infill(self, doc, rng, max_tokens) -> None:
-        self.request("codila/infill", {"textDocument": doc, "range": rng,
-                                       **({} if max_tokens is None else {"maxTokens": max_tokens})})
+        self.request(
+            "codila/infill",
+            {"textDocument": doc, "range": rng, **({} if max_tokens is None else {"maxTokens": max_tokens})},
+        )
 
     def do_command(self, uri, rng) -> None:
         self.request("workspace/executeCommand", {"command": "codila.infillSelection", "arguments": [uri, rng]})
@@ -259,8 +386,10 @@ class Fuzzer:
         self.recent.append(msg_id)
 
     def do_big(self, line) -> None:
-        self.client.notify("textDocument/didOpen", {"textDocument": {"uri": BIG_URI, "languageId": "python",
-                                                                     "version": 1, "text": BIG_TEXT}})
+        self.client.notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": BIG_URI, "languageId": "python", "version": 1, "text": BIG_TEXT}},
+        )
         self.do_inline({"uri": BIG_URI}, {"line": line, "character": 0}, 1, False)
         trivial = self.request("codila/settings", None)
         self.client.wait([trivial], ANSWER_BOUND_S)
@@ -274,8 +403,9 @@ def fuzz_client(tiny_pair):
     client.initialize({"dlm": str(tiny_pair[0]), "ar": str(tiny_pair[1]), **OPTIONS})
     client.wait_for_log("models loaded")
     for uri, text in zip(URIS, PROGRAMS):
-        client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
-                                                                "text": text}})
+        client.notify(
+            "textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}
+        )
     yield client
     if client.alive():
         client.close()
@@ -286,8 +416,14 @@ def test_fuzz_every_request_is_answered_and_the_server_survives(fuzz_client: Wir
     examples = -(-TARGET // ACTIONS_PER_EXAMPLE[0])
     started = time.monotonic()
 
-    @settings(max_examples=examples, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.lists(ACTION, min_size=ACTIONS_PER_EXAMPLE[0], max_size=ACTIONS_PER_EXAMPLE[1]))
     def play(actions):
         if fuzz_client.messages < TARGET:
@@ -305,13 +441,22 @@ def test_fuzz_every_request_is_answered_and_the_server_survives(fuzz_client: Wir
         codes[code] = codes.get(code, 0) + 1
     internal = [answer["error"] for answer in answers if answer.get("error", {}).get("code") == -32603]
     slowest = max(fuzzer.recent, key=lambda i: fuzz_client.latency(i) if i in fuzz_client.responses else 0)
-    report = {"messages": fuzz_client.messages, "requests": len(fuzzer.recent), "deaths": int(not fuzz_client.alive()),
-              "unanswered": len([i for i in fuzzer.recent if i not in fuzz_client.responses]),
-              "rejected_configurations": fuzzer.rejected_configs, "max_answer_s": round(fuzzer.max_latency, 2),
-              "slowest": fuzz_client.methods.get(slowest),
-              "trivial_request_beside_5mb_document_s": round(fuzzer.big_latency, 3),
-              "rss_mib": round(rss / 1024), "peak_rss_mib": round(peak / 1024), "seconds": round(elapsed),
-              "answers": codes, "drafts": len(fuzz_client.drafts), "tracebacks": log.count("Traceback")}
+    report = {
+        "messages": fuzz_client.messages,
+        "requests": len(fuzzer.recent),
+        "deaths": int(not fuzz_client.alive()),
+        "unanswered": len([i for i in fuzzer.recent if i not in fuzz_client.responses]),
+        "rejected_configurations": fuzzer.rejected_configs,
+        "max_answer_s": round(fuzzer.max_latency, 2),
+        "slowest": fuzz_client.methods.get(slowest),
+        "trivial_request_beside_5mb_document_s": round(fuzzer.big_latency, 3),
+        "rss_mib": round(rss / 1024),
+        "peak_rss_mib": round(peak / 1024),
+        "seconds": round(elapsed),
+        "answers": codes,
+        "drafts": len(fuzz_client.drafts),
+        "tracebacks": log.count("Traceback"),
+    }
     print("\nfuzz:", json.dumps(report))
     report["internal_errors"] = [error["message"] for error in internal]
     report["traceback_excerpts"] = [log[i - 300 : i + 2500] for i in _find_all(log, "Traceback")][:5]

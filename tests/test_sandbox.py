@@ -17,8 +17,14 @@ from codila_engine.eval.humaneval import Task, build_program
 
 PROBLEM = execution.sandbox_problem()
 needs_sandbox = pytest.mark.skipif(PROBLEM is not None, reason=f"no sandbox here: {PROBLEM}")
-TASK = Task("t/0", "add", "def add(a, b):\n", "", "    return a + b\n",
-            "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n")
+TASK = Task(
+    "t/0",
+    "add",
+    "def add(a, b):\n",
+    "",
+    "    return a + b\n",
+    "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n",
+)
 WRONG = "    return 0\n"
 
 
@@ -86,16 +92,20 @@ CHEATS = {
     "raise SystemExit": "    raise SystemExit\n",
     "SystemExit from a check rebinding": "    return 0\ncheck = lambda c: None\nraise SystemExit(0)\n",
     "check patched before its definition": "    return 0\nimport builtins\nbuiltins.check = lambda c: None\n",
-    "AssertionError patched": "    import builtins; builtins.AssertionError = type('Quiet', (Exception,), {})\n    return 0\n",
+    "AssertionError patched": (
+        "    import builtins; builtins.AssertionError = type('Quiet', (Exception,), {})\n    return 0\n"
+    ),
     "assert swallowed by excepthook": "    import sys; sys.excepthook = lambda *a: None\n    return 0\n",
     "atexit exits 0": "    import atexit, os; atexit.register(os._exit, 0)\n    return 0\n",
-    "fake nonce printed": "    import secrets, sys; print(secrets.token_hex(32)); sys.stdout.flush(); import os; os._exit(0)\n",
+    "fake nonce printed": (
+        "    import secrets, sys; print(secrets.token_hex(32)); sys.stdout.flush(); import os; os._exit(0)\n"
+    ),
     "all descriptors written": "    import os, secrets\n    for fd in range(1024):\n        try:\n"
-                               "            os.write(fd, secrets.token_bytes(32))\n        except OSError:\n"
-                               "            pass\n    return 0\n",
+    "            os.write(fd, secrets.token_bytes(32))\n        except OSError:\n"
+    "            pass\n    return 0\n",
     "descriptors written, then exit 0": "    import os\n    for fd in range(3, 1024):\n        try:\n"
-                                        "            os.write(fd, bytes(32))\n        except OSError:\n"
-                                        "            pass\n    os._exit(0)\n",
+    "            os.write(fd, bytes(32))\n        except OSError:\n"
+    "            pass\n    os._exit(0)\n",
 }
 
 
@@ -115,8 +125,10 @@ def test_cheats_do_not_pass_unsafe_either(unsafe, cheat):
 @needs_sandbox
 def test_garbage_before_the_marker_fails_a_correct_program():
     """Writing to the marker pipe cannot help; it only spoils the program's own pass."""
-    spoil = "    import os\n    for fd in range(3, 64):\n        try:\n            os.write(fd, b'x')\n" \
-            "        except OSError:\n            pass\n" + TASK.canonical_solution
+    spoil = (
+        "    import os\n    for fd in range(3, 64):\n        try:\n            os.write(fd, b'x')\n"
+        "        except OSError:\n            pass\n" + TASK.canonical_solution
+    )
     assert run_fill(spoil).status == "failed"
 
 
@@ -142,8 +154,10 @@ def test_infinite_loop_times_out_and_every_child_dies():
 @needs_sandbox
 @pytest.mark.skipif(os.geteuid() == 0, reason="the kernel does not apply RLIMIT_NPROC to root")
 def test_process_count_is_limited():
-    program = ("import os, time\nn = 0\ntry:\n    while n < 200:\n        if os.fork() == 0:\n"
-               "            time.sleep(5)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n)\n")
+    program = (
+        "import os, time\nn = 0\ntry:\n    while n < 200:\n        if os.fork() == 0:\n"
+        "            time.sleep(5)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n)\n"
+    )
     result = run_program(program, max_processes=16)
     assert result.passed and int(result.output.split()[-1]) < 16
 
@@ -152,13 +166,20 @@ def test_process_count_is_limited():
 @needs_sandbox
 def test_writes_outside_the_temp_dir_do_not_happen(tmp_path):
     tag = secrets.token_hex(8)
-    targets = [Path.cwd() / f"written-{tag}", Path.home() / f"written-{tag}", tmp_path / f"written-{tag}",
-               Path(f"/etc/written-{tag}"), Path(f"/usr/written-{tag}"), Path(sys.executable).parent / f"written-{tag}"]
+    targets = [
+        Path.cwd() / f"written-{tag}",
+        Path.home() / f"written-{tag}",
+        tmp_path / f"written-{tag}",
+        Path(f"/etc/written-{tag}"),
+        Path(f"/usr/written-{tag}"),
+        Path(sys.executable).parent / f"written-{tag}",
+    ]
     attempts = "".join(
         f"    try:\n        os.makedirs(os.path.dirname({str(t)!r}), exist_ok=True)\n"
         f"        open({str(t)!r}, 'w').write('x')\n        print('wrote', {str(t)!r})\n"
         "    except OSError as exc:\n        print('refused', type(exc).__name__)\n"
-        for t in targets)
+        for t in targets
+    )
     result = run_fill("    import os\n" + attempts + "    open('here.txt', 'w').write('x')\n" + WRONG)
     assert result.status == "failed" and "refused" in result.output
     assert [t for t in targets if t.exists()] == []  # tmp_path's "write" went to the sandbox's own /tmp
@@ -170,15 +191,15 @@ def test_the_harness_environment_cannot_be_read(monkeypatch):
     monkeypatch.setenv("CODILA_TEST_SECRET", secret)
     snoop = (
         "    import os\n"
-        f"    paths = ['/proc/%d/environ' % os.getppid(), '/proc/{os.getpid()}/environ', '/proc/{os.getppid()}/environ']\n"
+        f"    paths = ['/proc/%d/environ' % os.getppid(), '/proc/{os.getpid()}/environ',\n"
+        f"             '/proc/{os.getppid()}/environ']\n"
         "    paths += ['/proc/%s/environ' % p for p in os.listdir('/proc') if p.isdigit()]\n"
         "    for path in paths:\n"
         "        try:\n"
         "            print(path, open(path, 'rb').read())\n"
         "        except OSError as exc:\n"
         "            print(path, type(exc).__name__)\n"
-        "    print(dict(os.environ))\n"
-        + WRONG
+        "    print(dict(os.environ))\n" + WRONG
     )
     result = run_fill(snoop)
     assert result.status == "failed" and "/environ" in result.output
@@ -192,9 +213,11 @@ def test_a_local_listener_cannot_be_reached():
         listener.listen()
         listener.setblocking(False)
         port = listener.getsockname()[1]
-        dial = ("    import socket\n    try:\n"
-                f"        socket.create_connection(('127.0.0.1', {port}), timeout=2)\n        print('connected')\n"
-                "    except OSError as exc:\n        print('refused', type(exc).__name__)\n" + WRONG)
+        dial = (
+            "    import socket\n    try:\n"
+            f"        socket.create_connection(('127.0.0.1', {port}), timeout=2)\n        print('connected')\n"
+            "    except OSError as exc:\n        print('refused', type(exc).__name__)\n" + WRONG
+        )
         result = run_fill(dial)
         with pytest.raises(BlockingIOError):
             listener.accept()
@@ -212,8 +235,11 @@ def test_memory_bomb_hits_the_limit():
 
 @needs_sandbox
 def test_tmp_is_size_limited():
-    result = run_fill("    with open('/tmp/fill', 'wb') as f:\n        while True:\n            f.write(bytes(1 << 20))\n",
-                      output_bytes=256 * 1024**2, memory_bytes=512 * 1024**2)
+    result = run_fill(
+        "    with open('/tmp/fill', 'wb') as f:\n        while True:\n            f.write(bytes(1 << 20))\n",
+        output_bytes=256 * 1024**2,
+        memory_bytes=512 * 1024**2,
+    )
     assert result.status == "failed" and "No space left on device" in result.message
 
 
@@ -235,7 +261,8 @@ def test_refused_namespaces_are_detected(monkeypatch, tmp_path):
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     assert execution.sandbox_problem.__wrapped__() == (
-        "bwrap cannot create the sandbox (bwrap: No permissions to create new namespace)")
+        "bwrap cannot create the sandbox (bwrap: No permissions to create new namespace)"
+    )
 
 
 def test_without_a_sandbox_untrusted_code_is_refused(monkeypatch):

@@ -30,8 +30,9 @@ def candidate_pair() -> tuple[Path, Path] | None:
     return shipped_models()
 
 
-needs_pair = pytest.mark.skipif(candidate_pair() is None, reason="no pair installed in codila_engine/assets/ "
-                                                                  "and CODILA_PAIR not set")
+needs_pair = pytest.mark.skipif(
+    candidate_pair() is None, reason="no pair installed in codila_engine/assets/ and CODILA_PAIR not set"
+)
 
 
 def test_model_folders_given_then_installed_pair_then_default_model(monkeypatch, tmp_path):
@@ -48,7 +49,10 @@ def test_model_folders_given_then_installed_pair_then_default_model(monkeypatch,
     monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: None)
     monkeypatch.setattr("codila_engine.default_model.default_model_folder", lambda *a, **k: tmp_path / "qwen")
     monkeypatch.setattr("codila_engine.default_model.adapted_folder", lambda kind, *a, **k: tmp_path / f"qwen-{kind}")
-    assert pick(None, None) == (None, str(tmp_path / "qwen")) and pick(None, None, "fim") == (None, str(tmp_path / "qwen"))
+    assert pick(None, None) == (None, str(tmp_path / "qwen")) and pick(None, None, "fim") == (
+        None,
+        str(tmp_path / "qwen"),
+    )
     assert pick(None, None, "dream") == pick(None, None, "dlm") == (str(tmp_path / "qwen-dlm"), None)
     monkeypatch.setattr("codila_engine.default_model.adapted_source", lambda kind: None)  # no AR adapter ships
     with pytest.raises(ValueError, match="the codila decoder needs a DLM and a CoDiLA-finetuned AR"):

@@ -24,8 +24,14 @@ def test_training_input_matches_decoding_input(tokenizer, data, tmp_path):
     dlm_dir, ar_dir = _pair(tokenizer, tmp_path)
     dlm = DreamDLM.load(dlm_dir, device=torch.device("cpu"))
     ar = LocalAR.load(ar_dir, device=torch.device("cpu"))
-    bridge = build_bridge(dlm.tokenizer, ar.tokenizer, dlm_rows=dlm.vocab_rows, ar_rows=ar.embedding.shape[0],
-                          mask_id=dlm.mask_id, eos_id=dlm.eos_id)
+    bridge = build_bridge(
+        dlm.tokenizer,
+        ar.tokenizer,
+        dlm_rows=dlm.vocab_rows,
+        ar_rows=ar.embedding.shape[0],
+        mask_id=dlm.mask_id,
+        eos_id=dlm.eos_id,
+    )
     batch = data[0].batch(torch.arange(2))
     g = torch.Generator().manual_seed(1)
     torch.randint(1, (1,), generator=g)  # the loss first draws the step's block size
@@ -36,8 +42,9 @@ def test_training_input_matches_decoding_input(tokenizer, data, tmp_path):
     hidden = dlm.hidden_states(m.noisy[row])
     canvas_probs = torch.softmax(dlm.logits_at(hidden, torch.arange(start, start + 4)), -1)
     torch.testing.assert_close(probs[0], canvas_probs, rtol=1e-4, atol=1e-5)
-    inputs, forced = block_inputs(probs[:1], m.noisy[row, start:start + 4][None], torch.zeros(1, dtype=torch.long),
-                                  ar.embedding, bridge, "soft")
+    inputs, forced = block_inputs(
+        probs[:1], m.noisy[row, start : start + 4][None], torch.zeros(1, dtype=torch.long), ar.embedding, bridge, "soft"
+    )
     assert inputs.shape == (1, 6, TINY.hidden) and (forced == -1).all()
     # the loss sees exactly these inputs at positions 0..B+1
     seen = {}
@@ -57,8 +64,7 @@ def test_training_input_matches_decoding_input(tokenizer, data, tmp_path):
 
 def test_codila_training_lowers_the_loss(tokenizer, data, tmp_path):
     dlm_dir, ar_dir = _pair(tokenizer, tmp_path)
-    cfg = LoopConfig(out=tmp_path / "run", steps=30, batch_size=8, lr=3e-3, val_every=10, val_batches=1,
-                     progress=False)
+    cfg = LoopConfig(out=tmp_path / "run", steps=30, batch_size=8, lr=3e-3, val_every=10, val_batches=1, progress=False)
     result = train_ar_codila(tokenizer, *data, cfg, dlm_path=dlm_dir, init=ar_dir, block_sizes=(2, 4))
     assert _mean(result.losses[-5:]) < _mean(result.losses[:5]) - 1.0
     assert (cfg.out / "best" / "config.json").is_file()

@@ -23,8 +23,9 @@ def _batch(b: int, length: int = L, target_start: int = 0, real: int | None = No
 
 def _mask(noise: DlmNoise, b: int = 400, seed: int = 0, **kw):
     ids, starts, lengths = _batch(b, **kw)
-    m = dlm_mask(ids, starts, lengths, mask_id=MASK, pad_id=PAD, generator=torch.Generator().manual_seed(seed),
-                 noise=noise)
+    m = dlm_mask(
+        ids, starts, lengths, mask_id=MASK, pad_id=PAD, generator=torch.Generator().manual_seed(seed), noise=noise
+    )
     return ids, starts, m
 
 
@@ -93,7 +94,7 @@ def test_pad_mode_puts_pads_at_the_end_of_the_span_and_keeps_the_text():
     masked = m.labels != IGNORE
     clean = torch.where(masked, m.labels, m.noisy)
     for row in range(ids.shape[0]):
-        (a, e), = _runs(masked[row])
+        ((a, e),) = _runs(masked[row])
         span = clean[row, a:e].tolist()
         pads = len(span) - len([t for t in span if t != PAD])
         assert pads >= 1 and span[len(span) - pads :] == [PAD] * pads, "pads close the span"
@@ -117,8 +118,9 @@ def test_block_probability_formula():
 def test_codila_blocks_are_aligned_labelled_and_at_least_one():
     b, bs, start = 300, 4, 7
     ids = torch.randint(10, 100, (b, 50))
-    out = codila_block_mask(ids, torch.full((b,), start), block_size=bs, mask_id=MASK,
-                            generator=torch.Generator().manual_seed(0))
+    out = codila_block_mask(
+        ids, torch.full((b,), start), block_size=bs, mask_id=MASK, generator=torch.Generator().manual_seed(0)
+    )
     rows, starts = out.blocks[:, 0], out.blocks[:, 1]
     assert torch.all((starts - start) % bs == 0)
     assert torch.all(starts + bs <= start + (50 - start) // bs * bs), "a trailing partial block is never a target"
@@ -135,13 +137,24 @@ def test_codila_blocks_are_aligned_labelled_and_at_least_one():
 
 def test_codila_falls_back_to_one_block():
     ids = torch.randint(10, 100, (200, 40))
-    out = codila_block_mask(ids, torch.zeros(200, dtype=torch.long), block_size=8, mask_id=MASK,
-                            generator=torch.Generator().manual_seed(0), t_range=(0.0, 0.0))
+    out = codila_block_mask(
+        ids,
+        torch.zeros(200, dtype=torch.long),
+        block_size=8,
+        mask_id=MASK,
+        generator=torch.Generator().manual_seed(0),
+        t_range=(0.0, 0.0),
+    )
     assert torch.equal(torch.bincount(out.blocks[:, 0], minlength=200), torch.ones(200, dtype=torch.long))
     assert torch.all((out.blocks[:, 1] - 1) % 8 == 0), "blocks start at 1: position 0 is context"
 
 
 def test_codila_rejects_a_region_without_a_block():
     with pytest.raises(ValueError, match="holds no block"):
-        codila_block_mask(torch.ones(1, 10, dtype=torch.long), torch.tensor([8]), block_size=4, mask_id=MASK,
-                          generator=torch.Generator())
+        codila_block_mask(
+            torch.ones(1, 10, dtype=torch.long),
+            torch.tensor([8]),
+            block_size=4,
+            mask_id=MASK,
+            generator=torch.Generator(),
+        )

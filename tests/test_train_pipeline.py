@@ -23,8 +23,10 @@ SEQ = 32
 
 
 def _file(i: int) -> str:
-    return f"def scale_{i}(values):\n    result = []\n    for v in values:\n        result.append(v * {i % 10})\n" \
-           f"    return result\n"
+    return (
+        f"def scale_{i}(values):\n    result = []\n    for v in values:\n        result.append(v * {i % 10})\n"
+        f"    return result\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,7 @@ def data(tokenizer):
 
 
 def _cfg(tmp_path, **kw) -> LoopConfig:
-    defaults = dict(out=tmp_path / "run", steps=30, batch_size=8, lr=3e-3, val_every=10, val_batches=1,
-                    progress=False)
+    defaults = dict(out=tmp_path / "run", steps=30, batch_size=8, lr=3e-3, val_every=10, val_batches=1, progress=False)
     return LoopConfig(**{**defaults, **kw})
 
 
@@ -101,8 +102,9 @@ def test_dream_folder_loads_as_qwen2_without_missing_keys(tokenizer, tmp_path):
     assert "is_causal" not in fields
     assert (folder / "model.safetensors.index.json").is_file(), "weights above max_shard_size are sharded"
     assert {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} <= {p.name for p in folder.iterdir()}
-    loaded, info = Qwen2ForCausalLM.from_pretrained(folder, config=Qwen2Config(**fields, is_causal=False),
-                                                    output_loading_info=True)
+    loaded, info = Qwen2ForCausalLM.from_pretrained(
+        folder, config=Qwen2Config(**fields, is_causal=False), output_loading_info=True
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"]
     ids = torch.randint(4, len(tokenizer), (1, 12))
     with torch.no_grad():
@@ -186,9 +188,34 @@ def test_cli_end_to_end(tmp_path, capsys):
         args.func(args)
 
     run("tokenizer", "--out", str(tmp_path / "tok"), "--vocab-size", "300")
-    model = ["--tokenizer", str(tmp_path / "tok"), "--hidden", "32", "--layers", "1", "--heads", "2",
-             "--kv-heads", "1", "--intermediate", "64", "--steps", "3", "--batch-size", "2", "--seq-len", "32",
-             "--val-every", "2", "--val-batches", "1", "--device", "cpu", "--threads", "1"]
+    model = [
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "--hidden",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--kv-heads",
+        "1",
+        "--intermediate",
+        "64",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--val-every",
+        "2",
+        "--val-batches",
+        "1",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
     run("dlm", "--out", str(tmp_path / "dlm"), *model)
     run("ar-pretrain", "--out", str(tmp_path / "ar"), *model)
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ from codila_engine.train.tokenizer import SPECIAL_TOKENS, load_tokenizer, save_t
 
 CODE = [
     f"def handler_{i}(request, count={i}):\n"
-    f"    \"\"\"Handle request number {i}.\"\"\"\n"
+    f'    """Handle request number {i}."""\n'
     f"    for item in request.items:\n"
     f"        if item.value > {i * 7}:\n"
     f"            return item.name\n"

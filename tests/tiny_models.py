@@ -50,8 +50,9 @@ def build_pair(root: Path, *, swap_ordinary: bool = False, seed: int = 0) -> tup
     torch.manual_seed(seed)
     base = base_tokenizer()
     dlm_dir, ar_dir = root / "dlm", root / "ar"
-    dlm_tok = save_tokenizer(base, DLM_SPECIALS, dlm_dir, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                             mask_token="<|mask|>")
+    dlm_tok = save_tokenizer(
+        base, DLM_SPECIALS, dlm_dir, eos_token="<|endoftext|>", pad_token="<|endoftext|>", mask_token="<|mask|>"
+    )
     ar_base = base
     if swap_ordinary:
         vocab = base.get_vocab()
@@ -64,25 +65,57 @@ def build_pair(root: Path, *, swap_ordinary: bool = False, seed: int = 0) -> tup
     eos = dlm_tok.convert_tokens_to_ids("<|endoftext|>")
     mask = dlm_tok.convert_tokens_to_ids("<|mask|>")
     bos = dlm_tok.convert_tokens_to_ids("<|beginoftext|>")
-    dlm_cfg = Qwen2Config(vocab_size=len(dlm_tok) + 8, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                          tie_word_embeddings=False, is_causal=False)
+    dlm_cfg = Qwen2Config(
+        vocab_size=len(dlm_tok) + 8,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        is_causal=False,
+    )
     Qwen2ForCausalLM(dlm_cfg).save_pretrained(str(dlm_dir))
     cfg = json.loads((dlm_dir / "config.json").read_text())
-    cfg.update(architectures=["DreamModel"], model_type="Dream", mask_token_id=mask, eos_token_id=eos,
-               pad_token_id=eos, bos_token_id=bos)
+    cfg.update(
+        architectures=["DreamModel"],
+        model_type="Dream",
+        mask_token_id=mask,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        bos_token_id=bos,
+    )
     cfg.pop("is_causal", None)
     (dlm_dir / "config.json").write_text(json.dumps(cfg, indent=2))
 
-    ar_cfg = Qwen3Config(vocab_size=len(ar_tok) + 4, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
-                         tie_word_embeddings=True, eos_token_id=eos)
+    ar_cfg = Qwen3Config(
+        vocab_size=len(ar_tok) + 4,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        eos_token_id=eos,
+    )
     Qwen3ForCausalLM(ar_cfg).save_pretrained(str(ar_dir))
     return dlm_dir, ar_dir
 
 
-FIM_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-                "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]
+FIM_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+]
 
 
 def build_fim_model(root: Path, seed: int = 0) -> Path:
@@ -92,14 +125,22 @@ def build_fim_model(root: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     folder = root / "fim"
     tok = save_tokenizer(base_tokenizer(), FIM_SPECIALS, folder, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    cfg = Qwen2Config(vocab_size=len(tok) + 4, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=False, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    cfg = Qwen2Config(
+        vocab_size=len(tok) + 4,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+    )
     model = Qwen2ForCausalLM(cfg)
     with torch.no_grad():
         model.lm_head.weight.mul_(10)
         model.lm_head.weight[tok.convert_tokens_to_ids(FIM_SPECIALS)] = 0
-        model.lm_head.weight[len(tok):] = 0
+        model.lm_head.weight[len(tok) :] = 0
     model.save_pretrained(str(folder))
     return folder
 
@@ -113,10 +154,23 @@ def build_qwen_like_base(root: Path, seed: int = 0) -> tuple[Path, dict[str, int
     vocab = data["model"]["vocab"]
     first = max(vocab.values()) + 1
     vocab.update({f"[PAD{i}]": i for i in range(first, first + 4)})
-    tok = save_tokenizer(Tokenizer.from_str(json.dumps(data)), ["<|endoftext|>"], folder,
-                         eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    cfg = Qwen2Config(vocab_size=len(tok) + 4, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id)
+    tok = save_tokenizer(
+        Tokenizer.from_str(json.dumps(data)),
+        ["<|endoftext|>"],
+        folder,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
+    cfg = Qwen2Config(
+        vocab_size=len(tok) + 4,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+    )
     Qwen2ForCausalLM(cfg).save_pretrained(str(folder))
     return folder, {"<|beginoftext|>": first, "<|mask|>": first + 1}

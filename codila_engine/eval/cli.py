@@ -26,8 +26,11 @@ def server_options(args: argparse.Namespace) -> dict:
     from lsp_server.settings import DECODE_KEYS, MODEL_KEYS
 
     default, sent = DecodeConfig(), set(DECODE_KEYS.values()) | {"max_new_tokens"}  # that one is maxTokens
-    unsent = [f"--{f.name.replace('_', '-')}" for f in fields(DecodeConfig) if f.name not in sent
-              and hasattr(args, f.name) and getattr(args, f.name) != getattr(default, f.name)]
+    unsent = [
+        f"--{f.name.replace('_', '-')}"
+        for f in fields(DecodeConfig)
+        if f.name not in sent and hasattr(args, f.name) and getattr(args, f.name) != getattr(default, f.name)
+    ]
     if args.think_ids:
         unsent.append("--think-ids")
     if unsent:
@@ -62,26 +65,33 @@ def format_summary(summary: dict) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     by = "; ".join(m.get("produced_by") or ["no answers"])
-    head = f"HumanEval-Infilling {summary['split']}: {n} tasks on {summary['device']} in {summary['eval_s']:.1f}s ({by})"
+    head = (
+        f"HumanEval-Infilling {summary['split']}: {n} tasks on {summary['device']} in {summary['eval_s']:.1f}s ({by})"
+    )
     return "\n".join([head] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 
-UNSAFE_EXEC_HELP = ("where no sandbox is available (bubblewrap missing or namespaces refused), run generated "
-                    "programs as plain processes of your user, which can read and write your files and reach the "
-                    "network (default: refuse to run them)")
+UNSAFE_EXEC_HELP = (
+    "where no sandbox is available (bubblewrap missing or namespaces refused), run generated "
+    "programs as plain processes of your user, which can read and write your files and reach the "
+    "network (default: refuse to run them)"
+)
 
 
 def exec_guarded(command):
     """Wrap a benchmark command: where its generated programs cannot be sandboxed, refuse in one line
     (exit 2) unless --unsafe-exec is given, and then warn and let them run unisolated."""
+
     def guarded(args: argparse.Namespace) -> int:
         problem = execution.sandbox_problem() if getattr(args, "humaneval_limit", 1) else None  # table: 0 runs none
         if problem is not None and not args.unsafe_exec:
             print(f"codila eval: {execution.refusal(problem)}", file=sys.stderr)
             return 2
         if problem is not None:
-            print(f"codila eval: warning: --unsafe-exec: {problem}; generated programs run unisolated as your user",
-                  file=sys.stderr)
+            print(
+                f"codila eval: warning: --unsafe-exec: {problem}; generated programs run unisolated as your user",
+                file=sys.stderr,
+            )
             execution.allow_unsafe_exec()
         return command(args)
 
@@ -94,9 +104,18 @@ def cmd_humaneval_infilling(args: argparse.Namespace) -> int:
 
     out = args.out or Path("runs/eval") / f"humaneval-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        summary = evaluate(args.split, out_dir=out, limit=args.limit, seed=args.sample_seed, options=server_options(args),
-                           max_tokens=args.max_tokens, server_cmd=args.server_cmd, timeout_s=args.timeout,
-                           request_timeout_s=args.request_timeout, progress=args.progress)
+        summary = evaluate(
+            args.split,
+            out_dir=out,
+            limit=args.limit,
+            seed=args.sample_seed,
+            options=server_options(args),
+            max_tokens=args.max_tokens,
+            server_cmd=args.server_cmd,
+            timeout_s=args.timeout,
+            request_timeout_s=args.request_timeout,
+            progress=args.progress,
+        )
     except ServerError as exc:
         print(f"codila eval: {exc}", file=sys.stderr)
         return 1
@@ -109,22 +128,34 @@ def add_eval_subcommands(subparsers) -> None:
     ev = subparsers.add_parser("eval", help="benchmarks through the language server")
     benchmarks = ev.add_subparsers(dest="benchmark", required=True)
     # "resolve": --max-tokens takes over add_decode_args' --max-new-tokens (same meaning, per infill)
-    p = benchmarks.add_parser("humaneval-infilling", conflict_handler="resolve",
-                              help="HumanEval-Infilling pass@1, syntax validity and speed via codila-lsp")
+    p = benchmarks.add_parser(
+        "humaneval-infilling",
+        conflict_handler="resolve",
+        help="HumanEval-Infilling pass@1, syntax validity and speed via codila-lsp",
+    )
     p.add_argument("--split", choices=sorted(SPLITS), default="single-line", help="which HumanEval-Infilling split")
     p.add_argument("--limit", type=int, help="N tasks spread over all problems, seeded (default: the whole split)")
     p.add_argument("--sample-seed", type=int, default=0, help="which tasks --limit picks (default: %(default)s)")
-    p.add_argument("--server-cmd", help="command that starts the server over stdio "
-                                        "(default: this Python running `-m lsp_server`, i.e. codila-lsp)")
-    p.add_argument("--out", type=Path, help="folder for tasks.jsonl and summary.json "
-                                            "(default: runs/eval/humaneval-SPLIT-TIME)")
+    p.add_argument(
+        "--server-cmd",
+        help="command that starts the server over stdio "
+        "(default: this Python running `-m lsp_server`, i.e. codila-lsp)",
+    )
+    p.add_argument(
+        "--out", type=Path, help="folder for tasks.jsonl and summary.json (default: runs/eval/humaneval-SPLIT-TIME)"
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="time each program may run its tests, in seconds")
     p.add_argument("--request-timeout", type=float, default=300.0, help="time to wait for one infill, in seconds")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_model_args(p)
     add_decode_args(p)
-    p.add_argument("--max-tokens", "--max-new-tokens", dest="max_tokens", type=int,
-                   help="maxTokens per infill, the span length (default: the server's infillTokens)")
+    p.add_argument(
+        "--max-tokens",
+        "--max-new-tokens",
+        dest="max_tokens",
+        type=int,
+        help="maxTokens per infill, the span length (default: the server's infillTokens)",
+    )
     p.set_defaults(func=exec_guarded(cmd_humaneval_infilling))
     add_table_subcommand(benchmarks)
     table = benchmarks.choices["table"]

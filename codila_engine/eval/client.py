@@ -63,11 +63,21 @@ def _get(obj: Any, name: str) -> Any:
 class EvalClient:
     """`async with EvalClient(cmd, options) as client: reply = await client.infill(...)`."""
 
-    def __init__(self, command: list[str], options: dict, *, request_timeout_s: float = 300.0,
-                 start_timeout_s: float = 60.0, load_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        options: dict,
+        *,
+        request_timeout_s: float = 300.0,
+        start_timeout_s: float = 60.0,
+        load_timeout_s: float = 600.0,
+    ) -> None:
         self.command, self.options = command, options
         self.request_timeout_s, self.start_timeout_s, self.load_timeout_s = (
-            request_timeout_s, start_timeout_s, load_timeout_s)
+            request_timeout_s,
+            start_timeout_s,
+            load_timeout_s,
+        )
         self.client = LanguageClient("codila-eval", "0.1.0")
         self.drafts: dict[str, list[float]] = {}  # request id -> arrival times of its drafts
         self.messages: list[tuple[types.MessageType, str]] = []  # window/showMessage from the server
@@ -112,8 +122,9 @@ class EvalClient:
         self._process = self.client._server  # pygls keeps the process there (pytest-lsp reads it too)
         self._exited = asyncio.create_task(self._process.wait())
         self._tasks.append(asyncio.create_task(self._drain_stderr()))
-        params = types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=None,
-                                        initialization_options=self.options)
+        params = types.InitializeParams(
+            capabilities=types.ClientCapabilities(), process_id=None, initialization_options=self.options
+        )
         try:
             await self._request(lambda: self.client.initialize(params), self.start_timeout_s, "initialize")
         except (TimeoutError, JsonRpcException) as exc:
@@ -121,10 +132,14 @@ class EvalClient:
         self._answered = True
         self.client.initialized(types.InitializedParams())
         # the first decode waits for the models, so this also surfaces loading errors
-        warm = await self.infill(_WARMUP_URI, "x = 1\n", types.Position(line=1, character=0), 1,
-                                 timeout_s=self.load_timeout_s)
-        problems = [m.removeprefix("codila: ") for kind, m in self.messages
-                    if kind in (types.MessageType.Error, types.MessageType.Warning)] + [warm.error or ""]
+        warm = await self.infill(
+            _WARMUP_URI, "x = 1\n", types.Position(line=1, character=0), 1, timeout_s=self.load_timeout_s
+        )
+        problems = [
+            m.removeprefix("codila: ")
+            for kind, m in self.messages
+            if kind in (types.MessageType.Error, types.MessageType.Warning)
+        ] + [warm.error or ""]
         problems = list(dict.fromkeys(p for p in problems if p))  # once each, in order
         problems = [p for p in problems if not any(q != p and q in p for q in problems)]  # no restatements
         if problems:
@@ -159,8 +174,9 @@ class EvalClient:
         tail = "\n".join(self.stderr) or "(nothing on stderr)"
         code = self._process.returncode
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        return ServerError(f"the language server {shlex.join(self.command)!r} {how} during {during}; "
-                           f"its last stderr lines:\n{tail}")
+        return ServerError(
+            f"the language server {shlex.join(self.command)!r} {how} during {during}; its last stderr lines:\n{tail}"
+        )
 
     async def _request(self, send: Callable[[], Any], timeout_s: float, what: str) -> Any:
         """Send a request and wait for its answer, the server's exit, or the timeout.
@@ -176,8 +192,7 @@ class EvalClient:
             await asyncio.wait({self._exited}, timeout=2.0)
             raise self._died(what) from exc
         future.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late reply is fine
-        done, _ = await asyncio.wait({future, self._exited}, timeout=timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({future, self._exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         if future in done:
             try:
                 return future.result()
@@ -193,11 +208,21 @@ class EvalClient:
         raise TimeoutError(f"{what} got no answer within {timeout_s:g} s")
 
     # --- requests -----------------------------------------------------------------------
-    async def infill(self, uri: str, text: str, position: types.Position, max_tokens: int | None = None,
-                     *, timeout_s: float | None = None) -> Reply:
+    async def infill(
+        self,
+        uri: str,
+        text: str,
+        position: types.Position,
+        max_tokens: int | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Reply:
         """Open `text` as `uri`, infill an empty range at `position`, close it; errors become a Reply."""
-        self.client.text_document_did_open(types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+        self.client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+            )
+        )
         rid = f"infill-{next(self.ids)}"
         where = {"line": position.line, "character": position.character}
         params: dict = {"textDocument": {"uri": uri}, "range": {"start": where, "end": where}}
@@ -207,8 +232,11 @@ class EvalClient:
         t0 = time.perf_counter()
         result, error = None, None
         try:
-            result = await self._request(lambda: self.client.protocol.send_request(INFILL, params, msg_id=rid),
-                                         timeout_s, f"the infill request for {uri}")
+            result = await self._request(
+                lambda: self.client.protocol.send_request(INFILL, params, msg_id=rid),
+                timeout_s,
+                f"the infill request for {uri}",
+            )
             if result is None:
                 error = "the server answered null (the request was superseded or cancelled)"
         except ServerError:
@@ -220,8 +248,9 @@ class EvalClient:
             self.client.protocol.notify("$/cancelRequest", types.CancelParams(id=rid))
         latency = time.perf_counter() - t0
         if not self._exited.done():
-            self.client.text_document_did_close(types.DidCloseTextDocumentParams(
-                text_document=types.TextDocumentIdentifier(uri=uri)))
+            self.client.text_document_did_close(
+                types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+            )
         times = self.drafts.pop(rid, [])
         first = times[0] - t0 if times else None
         if error is not None:

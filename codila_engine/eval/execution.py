@@ -113,8 +113,10 @@ def allow_unsafe_exec(allowed: bool = True) -> None:
 
 def refusal(problem: str) -> str:
     """The one-line error for a machine where generated code cannot be isolated."""
-    return (f"refusing to run generated code without isolation: {problem}; install bubblewrap 0.8 or newer "
-            f"(apt-get install bubblewrap) or pass --unsafe-exec to run it as plain processes of your user")
+    return (
+        f"refusing to run generated code without isolation: {problem}; install bubblewrap 0.8 or newer "
+        f"(apt-get install bubblewrap) or pass --unsafe-exec to run it as plain processes of your user"
+    )
 
 
 @functools.cache
@@ -145,8 +147,10 @@ def run_program(
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
     if memory_bytes <= 0 or output_bytes <= 0 or max_processes <= 0:
-        raise ValueError("memory_bytes, output_bytes and max_processes must be positive, got "
-                         f"{memory_bytes!r}, {output_bytes!r}, {max_processes!r}")
+        raise ValueError(
+            "memory_bytes, output_bytes and max_processes must be positive, got "
+            f"{memory_bytes!r}, {output_bytes!r}, {max_processes!r}"
+        )
     problem = sandbox_problem()
     if problem is not None and not _unsafe_allowed:
         raise SandboxUnavailable(refusal(problem))
@@ -174,8 +178,9 @@ def _execute(program: str, limits: _Limits, sandboxed: bool) -> ExecutionResult:
     output = raw.decode("utf-8", "replace")[-_OUTPUT_CHARS:]
     signum = _signal_of(returncode, sandboxed)
     ended = returncode == 0 and hmac.compare_digest(marker, nonce)
-    return _result(returncode, signum, ended, timed_out, len(raw) >= limits.output_bytes, output, seconds,
-                   limits.timeout_s)
+    return _result(
+        returncode, signum, ended, timed_out, len(raw) >= limits.output_bytes, output, seconds, limits.timeout_s
+    )
 
 
 def _run(workdir: str, log, nonce: bytes, limits: _Limits, sandboxed: bool) -> tuple[int, bool, bytes]:
@@ -197,8 +202,12 @@ def _run(workdir: str, log, nonce: bytes, limits: _Limits, sandboxed: bool) -> t
     harness = ["-I", "-S", "-B", "-c", HARNESS, str(nonce_r), str(end_w), str(processes)]
     if sandboxed:
         program = os.path.join(workdir, "program.py")
-        argv = [*sandbox.bwrap_argv(shutil.which("bwrap"), program, info_w, block_r, TMP_BYTES),
-                "--", sandbox.interpreter(), *harness]
+        argv = [
+            *sandbox.bwrap_argv(shutil.which("bwrap"), program, info_w, block_r, TMP_BYTES),
+            "--",
+            sandbox.interpreter(),
+            *harness,
+        ]
     else:
         argv = [sys.executable, *harness]
     init = None
@@ -206,9 +215,16 @@ def _run(workdir: str, log, nonce: bytes, limits: _Limits, sandboxed: bool) -> t
         try:
             os.write(nonce_w, nonce)
             process = subprocess.Popen(
-                argv, cwd=workdir, env=sandbox.ENV | {"HOME": workdir, "TMPDIR": workdir}, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit, start_new_session=True,
-                pass_fds=(nonce_r, end_w, info_w, block_r) if sandboxed else (nonce_r, end_w))
+                argv,
+                cwd=workdir,
+                env=sandbox.ENV | {"HOME": workdir, "TMPDIR": workdir},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=limit,
+                start_new_session=True,
+                pass_fds=(nonce_r, end_w, info_w, block_r) if sandboxed else (nonce_r, end_w),
+            )
         finally:  # the parent's copies of the child's ends: a bwrap that fails must read as EOF
             for fd in (nonce_r, nonce_w, end_w, info_w, block_r):
                 os.close(fd)
@@ -301,8 +317,16 @@ def _signal_of(returncode: int, sandboxed: bool) -> int | None:
     return None
 
 
-def _result(returncode: int, signum: int | None, ended: bool, timed_out: bool, output_full: bool, output: str,
-            seconds: float, timeout_s: float) -> ExecutionResult:
+def _result(
+    returncode: int,
+    signum: int | None,
+    ended: bool,
+    timed_out: bool,
+    output_full: bool,
+    output: str,
+    seconds: float,
+    timeout_s: float,
+) -> ExecutionResult:
     if timed_out or signum == signal.SIGXCPU:
         return ExecutionResult("timeout", f"timed out after {timeout_s:g} s", output, seconds)
     if ended:

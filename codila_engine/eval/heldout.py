@@ -12,8 +12,9 @@ so no model saw them. Two kinds of span:
 
 Files are taken in a seeded shuffle, at most one task per file and kind, spans capped at
 MAX_SPAN_CHARS. The model sees up to PREFIX_CHARS before the span (from a line start) and
-SUFFIX_CHARS after it (to a line end). A fill is syntax-valid when the whole original file with the fill in place parses, and an exact
-match when it equals the truth up to trailing whitespace on each line and blank lines around it.
+SUFFIX_CHARS after it (to a line end). A fill is syntax-valid when the whole original file with
+the fill in place parses, and an exact match when it equals the truth up to trailing whitespace
+on each line and blank lines around it.
 """
 
 from __future__ import annotations
@@ -125,18 +126,23 @@ def candidate_spans(text: str) -> dict[str, list[Span]]:
         found = {"single-line": single_line_spans(text), "multi-line": multi_line_spans(ast.parse(text), text)}
     except (SyntaxError, ValueError, RecursionError, MemoryError, tokenize.TokenError):
         return {kind: [] for kind in KINDS}
-    return {kind: [span for span, (begin, end) in zip(spans, _bounds(text, spans))
-                   if end - begin <= MAX_SPAN_CHARS[kind] and text[begin:end].strip()]
-            for kind, spans in found.items()}
+    return {
+        kind: [
+            span
+            for span, (begin, end) in zip(spans, _bounds(text, spans))
+            if end - begin <= MAX_SPAN_CHARS[kind] and text[begin:end].strip()
+        ]
+        for kind, spans in found.items()
+    }
 
 
 def cut(text: str, span: Span, kind: str, source: str) -> HeldOutTask:
     """The task for a span: the truth, the trimmed context the model sees, the whole file."""
-    (begin, end), = _bounds(text, [span])
+    ((begin, end),) = _bounds(text, [span])
     before, middle, after = text[:begin], text[begin:end], text[end:]
     prefix = before[-PREFIX_CHARS:]
     if len(prefix) < len(before):
-        prefix = prefix[prefix.find("\n") + 1:] if "\n" in prefix else ""
+        prefix = prefix[prefix.find("\n") + 1 :] if "\n" in prefix else ""
     suffix = after[:SUFFIX_CHARS]
     if len(suffix) < len(after):
         suffix = suffix[: suffix.rfind("\n") + 1]

@@ -81,11 +81,7 @@ def _task(record: dict) -> Task:
 
 def build_program(task: Task, completion: str) -> str:
     """The filled-in solution followed by the task's tests, as the official harness runs it."""
-    return (
-        task.prompt + completion + task.suffix + "\n"
-        + task.test + "\n"
-        + f"check({task.entry_point})\n"
-    )
+    return task.prompt + completion + task.suffix + "\n" + task.test + "\n" + f"check({task.entry_point})\n"
 
 
 def parses(program: str) -> bool:

@@ -79,8 +79,12 @@ def score(task: Task, completion: str, timeout_s: float = 10.0) -> dict:
     """Run the filled program with its tests; one that does not parse fails without running."""
     program = build_program(task, completion)
     if not parses(program):
-        return {"passed": False, "status": "failed", "message": "SyntaxError (the program does not parse; not run)",
-                "syntax_valid": False}
+        return {
+            "passed": False,
+            "status": "failed",
+            "message": "SyntaxError (the program does not parse; not run)",
+            "syntax_valid": False,
+        }
     result = run_program(program, timeout_s=timeout_s)
     return {"passed": result.passed, "status": result.status, "message": result.message, "syntax_valid": True}
 
@@ -96,10 +100,18 @@ def task_row(task: Task, reply: Reply, timeout_s: float = 10.0) -> dict:
     else:
         outcome = score(task, reply.text, timeout_s)
     stats = reply.stats or {}
-    return {"task_id": task.task_id, "completion": reply.text or "", **outcome,
-            "latency_s": _round(reply.latency_s), "first_block_s": stats.get("first_commit_s"),
-            "first_draft_s": _round(reply.first_draft_s), "tokens": stats.get("text_tokens", 0),
-            "iterations": stats.get("iterations", 0), "error": reply.error, "stats": reply.stats}
+    return {
+        "task_id": task.task_id,
+        "completion": reply.text or "",
+        **outcome,
+        "latency_s": _round(reply.latency_s),
+        "first_block_s": stats.get("first_commit_s"),
+        "first_draft_s": _round(reply.first_draft_s),
+        "tokens": stats.get("text_tokens", 0),
+        "iterations": stats.get("iterations", 0),
+        "error": reply.error,
+        "stats": reply.stats,
+    }
 
 
 # --- the loop ---------------------------------------------------------------------------
@@ -115,16 +127,20 @@ def device_string(device: str | None) -> str:
             return f"{device} (not available here)"
     cpu = platform.processor() or platform.machine()
     try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     except OSError:
         pass
     return f"{device or 'cpu'} ({cpu}, {os.cpu_count()} cores)"
 
 
-async def _run(tasks: list[Task], client: EvalClient, max_tokens: int | None, timeout_s: float,
-               rows_file, progress: bool) -> tuple[list[dict], str | None]:
+async def _run(
+    tasks: list[Task], client: EvalClient, max_tokens: int | None, timeout_s: float, rows_file, progress: bool
+) -> tuple[list[dict], str | None]:
     rows: list[dict] = []
     stopped = None
     with tqdm(tasks, unit="task", disable=not progress, dynamic_ncols=True) as bar:
@@ -147,9 +163,19 @@ async def _run(tasks: list[Task], client: EvalClient, max_tokens: int | None, ti
     return rows, stopped
 
 
-def evaluate(split: str, *, out_dir: str | Path, limit: int | None = None, seed: int = 0, options: dict | None = None,
-             max_tokens: int | None = None, server_cmd: str | Sequence[str] | None = None,
-             timeout_s: float = 10.0, request_timeout_s: float = 300.0, progress: bool = True) -> dict:
+def evaluate(
+    split: str,
+    *,
+    out_dir: str | Path,
+    limit: int | None = None,
+    seed: int = 0,
+    options: dict | None = None,
+    max_tokens: int | None = None,
+    server_cmd: str | Sequence[str] | None = None,
+    timeout_s: float = 10.0,
+    request_timeout_s: float = 300.0,
+    progress: bool = True,
+) -> dict:
     """Evaluate one configuration; returns the summary also written to <out_dir>/summary.json.
 
     options are the server's initializationOptions (camelCase keys: dlm, ar, device, blockSize, ...);
@@ -174,17 +200,26 @@ def evaluate(split: str, *, out_dir: str | Path, limit: int | None = None, seed:
 
     rows, stopped = asyncio.run(main())
     summary = {
-        "split": split, "n": len(rows), "limit": limit, "sample_seed": seed,
+        "split": split,
+        "n": len(rows),
+        "limit": limit,
+        "sample_seed": seed,
         "task_ids": [t.task_id for t in tasks],
-        "settings": {"initialization_options": options, "max_tokens": max_tokens, "timeout_s": timeout_s,
-                     "request_timeout_s": request_timeout_s, "server_cmd": command},
-        "metrics": metrics(rows), "stopped": stopped,
+        "settings": {
+            "initialization_options": options,
+            "max_tokens": max_tokens,
+            "timeout_s": timeout_s,
+            "request_timeout_s": request_timeout_s,
+            "server_cmd": command,
+        },
+        "metrics": metrics(rows),
+        "stopped": stopped,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": device_string(options.get("device")), "eval_s": round(time.perf_counter() - started, 2),
+        "device": device_string(options.get("device")),
+        "eval_s": round(time.perf_counter() - started, 2),
         "files": {"tasks": str(out / "tasks.jsonl"), "summary": str(out / "summary.json")},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if stopped:
-        raise ServerError(f"{stopped}\nstopped after {len(rows)} of {len(tasks)} tasks; "
-                          f"partial results are in {out}")
+        raise ServerError(f"{stopped}\nstopped after {len(rows)} of {len(tasks)} tasks; partial results are in {out}")
     return summary

@@ -27,14 +27,43 @@ def interpreter() -> str:
 def bwrap_argv(bwrap: str, program_path: str, info_fd: int, block_fd: int, tmp_bytes: int) -> list[str]:
     """bwrap and its options up to `--`; the command to run inside follows. bwrap writes its
     init's PID to info_fd and starts the command once block_fd has data."""
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
-            "--die-with-parent", "--new-session", "--clearenv", "--info-fd", str(info_fd), "--block-fd", str(block_fd)]
+    argv = [
+        bwrap,
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--cap-drop",
+        "ALL",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--info-fd",
+        str(info_fd),
+        "--block-fd",
+        str(block_fd),
+    ]
     for key, value in ENV.items():
         argv += ["--setenv", key, value]
     argv += _system_mounts()
-    argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
-             "--size", str(tmp_bytes), "--tmpfs", WORKDIR,
-             "--ro-bind", program_path, f"{WORKDIR}/program.py", "--chdir", WORKDIR, "--remount-ro", "/"]
+    argv += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--remount-ro",
+        "/dev",
+        "--size",
+        str(tmp_bytes),
+        "--tmpfs",
+        WORKDIR,
+        "--ro-bind",
+        program_path,
+        f"{WORKDIR}/program.py",
+        "--chdir",
+        WORKDIR,
+        "--remount-ro",
+        "/",
+    ]
     return argv
 
 

@@ -44,10 +44,23 @@ def renamed_tokenizer(base_folder: str | Path, names: dict[str, int], **roles):
         if vocab.get(f"[PAD{i}]") != i:
             raise ValueError(f"id {i} of {base_folder}'s tokenizer is not a free placeholder: cannot put {name} there")
         vocab[name] = vocab.pop(f"[PAD{i}]")  # same id: an added token already in the vocabulary keeps it
-        data["added_tokens"].append({"id": i, "content": name, "single_word": False, "lstrip": False,
-                                     "rstrip": False, "normalized": False, "special": True})
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(data)), eos_token=base.eos_token,
-                                  pad_token=base.pad_token, **roles)
+        data["added_tokens"].append(
+            {
+                "id": i,
+                "content": name,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+        )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(data)),
+        eos_token=base.eos_token,
+        pad_token=base.pad_token,
+        **roles,
+    )
     return tok
 
 
@@ -103,8 +116,9 @@ def new_lora(base, rank: int = 16, alpha: int = 32):
     """Fresh LoRA adapters on every linear layer (B = 0: at first the model computes exactly the base)."""
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(base, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0,
-                                           target_modules=list(LORA_TARGETS)))
+    return get_peft_model(
+        base, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS))
+    )
 
 
 def load_lora(folder: str | Path, base_folder, device, dtype):
@@ -114,8 +128,15 @@ def load_lora(folder: str | Path, base_folder, device, dtype):
     return PeftModel.from_pretrained(load_base(base_folder, device, dtype), str(folder), is_trainable=True)
 
 
-def new_adapted(base_folder, device, dtype, rank: int = 16, alpha: int = 32, mask_init: str = "<|endoftext|>",
-                tokens: dict[str, int] = DREAM_TOKENS) -> AdaptedDLM:
+def new_adapted(
+    base_folder,
+    device,
+    dtype,
+    rank: int = 16,
+    alpha: int = 32,
+    mask_init: str = "<|endoftext|>",
+    tokens: dict[str, int] = DREAM_TOKENS,
+) -> AdaptedDLM:
     """Fresh adapters and a mask vector started from `mask_init`'s embedding (measured best of the
     rows tried: see the README)."""
     base = load_base(base_folder, device, dtype)
@@ -185,8 +206,12 @@ def plot_curve(log_path: str | Path, out: str | Path, tokens_per_step: int, targ
         ax.plot(steps, [r[kind] for r in curve], marker="o", ms=3, color=f"C{i}", label=f"{kind} masks")
         if kind in targets:
             ax.axhline(targets[kind], color=f"C{i}", ls="--", lw=0.8)
-    ax.set(xlabel=f"steps (x {tokens_per_step} tokens)", ylabel="top-1 on masked held-out tokens", ylim=(0, 1),
-           title="Qwen2.5-Coder-0.5B adapted to masked diffusion (LoRA); dashed: targets")
+    ax.set(
+        xlabel=f"steps (x {tokens_per_step} tokens)",
+        ylabel="top-1 on masked held-out tokens",
+        ylim=(0, 1),
+        title="Qwen2.5-Coder-0.5B adapted to masked diffusion (LoRA); dashed: targets",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -205,14 +230,31 @@ def eval_windows(data: SequenceData, n: int, seq_len: int) -> torch.Tensor:
 
 
 # --- training and export ---------------------------------------------------------------------
-def train_adapt(tokenizer, base_folder, train_data: SequenceData, val_data: SequenceData, cfg: LoopConfig, *,
-                device: torch.device, dtype: torch.dtype, rank: int, mask_lr: float, noise: DlmNoise,
-                curve_windows: int = 10, tokens: dict[str, int] = DREAM_TOKENS,
-                init: str | Path | None = None) -> TrainResult:
+def train_adapt(
+    tokenizer,
+    base_folder,
+    train_data: SequenceData,
+    val_data: SequenceData,
+    cfg: LoopConfig,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    rank: int,
+    mask_lr: float,
+    noise: DlmNoise,
+    curve_windows: int = 10,
+    tokens: dict[str, int] = DREAM_TOKENS,
+    init: str | Path | None = None,
+) -> TrainResult:
     """Train (or resume from <out>/last, or warm-start from the checkpoint `init`, e.g. the shipped
     adapter: its weights without its optimizer state) the adapter and mask vector."""
-    model = starting_model(cfg, init, lambda folder, dev: load_adapted(folder, base_folder, dev, dtype, tokens),
-                           lambda: new_adapted(base_folder, device, dtype, rank, tokens=tokens), device)
+    model = starting_model(
+        cfg,
+        init,
+        lambda folder, dev: load_adapted(folder, base_folder, dev, dtype, tokens),
+        lambda: new_adapted(base_folder, device, dtype, rank, tokens=tokens),
+        device,
+    )
     loss = partial(dlm_loss, mask_id=model.mask_id, pad=tokenizer.pad_token_id, noise=noise)
     windows = eval_windows(val_data, curve_windows, train_data.seq_len)
 
@@ -220,12 +262,25 @@ def train_adapt(tokenizer, base_folder, train_data: SequenceData, val_data: Sequ
         m.save(folder)
         (folder / "base.json").write_text(json.dumps({"base": str(base_folder), "tokens": tokens}) + "\n")
 
-    return train(model, loss, save, train_data, val_data, cfg, param_groups=model.param_groups(cfg.lr, mask_lr),
-                 metrics=curve_metrics(windows))
+    return train(
+        model,
+        loss,
+        save,
+        train_data,
+        val_data,
+        cfg,
+        param_groups=model.param_groups(cfg.lr, mask_lr),
+        metrics=curve_metrics(windows),
+    )
 
 
-def export_dream(adapter_folder: str | Path, base_folder: str | Path, out: str | Path,
-                 dtype: torch.dtype = torch.bfloat16, tokens: dict[str, int] = DREAM_TOKENS) -> Path:
+def export_dream(
+    adapter_folder: str | Path,
+    base_folder: str | Path,
+    out: str | Path,
+    dtype: torch.dtype = torch.bfloat16,
+    tokens: dict[str, int] = DREAM_TOKENS,
+) -> Path:
     """Merge base + adapter + mask vector into a Dream-format folder that DreamDLM.load reads."""
     from codila_engine.train.models import save_dream
 
@@ -236,7 +291,12 @@ def export_dream(adapter_folder: str | Path, base_folder: str | Path, out: str |
         merged.get_input_embeddings().weight[model.mask_id] = model.mask_vector.to(merged.dtype)
     merged.config.tie_word_embeddings = False
     tok = dream_tokenizer(base_folder, tokens)
-    merged.config.update({"mask_token_id": model.mask_id, "eos_token_id": tok.pad_token_id,
-                          "pad_token_id": tok.pad_token_id, "bos_token_id": tokens["<|beginoftext|>"]})
+    merged.config.update(
+        {
+            "mask_token_id": model.mask_id,
+            "eos_token_id": tok.pad_token_id,
+            "pad_token_id": tok.pad_token_id,
+            "bos_token_id": tokens["<|beginoftext|>"],
+        }
+    )
     return save_dream(merged, tok, out)
-

@@ -89,32 +89,71 @@ def load_adapted_ar(folder: str | Path, base_folder, device, dtype, tokens: dict
     return AdaptedAR(load_lora(folder, base_folder, device, dtype), rows, tokens)
 
 
-def train_ar_adapt(tokenizer, base_folder, dlm_folder, train_data: SequenceData, val_data: SequenceData | None,
-                   cfg: LoopConfig, *, device: torch.device, dtype: torch.dtype, rank: int, rows_lr: float,
-                   block_sizes: tuple[int, ...] = (2, 4, 8), conditioning: str = "soft",
-                   tokens: dict[str, int] = THINK_TOKENS, init: str | Path | None = None) -> TrainResult:
+def train_ar_adapt(
+    tokenizer,
+    base_folder,
+    dlm_folder,
+    train_data: SequenceData,
+    val_data: SequenceData | None,
+    cfg: LoopConfig,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    rank: int,
+    rows_lr: float,
+    block_sizes: tuple[int, ...] = (2, 4, 8),
+    conditioning: str = "soft",
+    tokens: dict[str, int] = THINK_TOKENS,
+    init: str | Path | None = None,
+) -> TrainResult:
     """Train (or resume from <out>/last, or warm-start from the checkpoint `init`) the AR's adapter
     and think rows on the frozen DLM at `dlm_folder`."""
     dlm = DreamDLM.load(dlm_folder, device=device, dtype=dtype)
     dlm.model.requires_grad_(False)
-    model = starting_model(cfg, init, lambda folder, dev: load_adapted_ar(folder, base_folder, dev, dtype, tokens),
-                           lambda: new_adapted_ar(base_folder, device, dtype, rank, tokens), device)
+    model = starting_model(
+        cfg,
+        init,
+        lambda folder, dev: load_adapted_ar(folder, base_folder, dev, dtype, tokens),
+        lambda: new_adapted_ar(base_folder, device, dtype, rank, tokens),
+        device,
+    )
     rows = model.get_input_embeddings().embedding.weight.shape[0]
-    bridge = build_bridge(dlm.tokenizer, tokenizer, dlm_rows=dlm.vocab_rows, ar_rows=rows, mask_id=dlm.mask_id,
-                          eos_id=dlm.eos_id, think_ids=tuple(tokens.values()), device=device)
+    bridge = build_bridge(
+        dlm.tokenizer,
+        tokenizer,
+        dlm_rows=dlm.vocab_rows,
+        ar_rows=rows,
+        mask_id=dlm.mask_id,
+        eos_id=dlm.eos_id,
+        think_ids=tuple(tokens.values()),
+        device=device,
+    )
     task = CodilaTask(dlm, bridge, tuple(block_sizes), conditioning, trains_embedding=False)
 
     def save(m: AdaptedAR, folder: Path) -> None:
         m.save(folder)
-        (folder / "base.json").write_text(json.dumps({"base": str(base_folder), "dlm": str(dlm_folder),
-                                                      "tokens": tokens}) + "\n")
+        (folder / "base.json").write_text(
+            json.dumps({"base": str(base_folder), "dlm": str(dlm_folder), "tokens": tokens}) + "\n"
+        )
 
-    return train(model, partial(codila_loss, task=task), save, train_data, val_data, cfg,
-                 param_groups=model.param_groups(cfg.lr, rows_lr))
+    return train(
+        model,
+        partial(codila_loss, task=task),
+        save,
+        train_data,
+        val_data,
+        cfg,
+        param_groups=model.param_groups(cfg.lr, rows_lr),
+    )
 
 
-def export_ar(adapter_folder: str | Path, base_folder: str | Path, out: str | Path,
-              dtype: torch.dtype = torch.bfloat16, tokens: dict[str, int] = THINK_TOKENS) -> Path:
+def export_ar(
+    adapter_folder: str | Path,
+    base_folder: str | Path,
+    out: str | Path,
+    dtype: torch.dtype = torch.bfloat16,
+    tokens: dict[str, int] = THINK_TOKENS,
+) -> Path:
     """Merge base + adapter + think rows into an ordinary Qwen2 folder with `<think>` in its tokenizer."""
     from codila_engine.train.models import save_ar
 

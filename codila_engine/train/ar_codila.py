@@ -46,14 +46,14 @@ def block_marginals(dlm: DreamDLM, noisy: torch.Tensor, blocks: torch.Tensor, bl
 def codila_loss(model, batch: Batch, generator: torch.Generator, *, task: CodilaTask) -> torch.Tensor:
     """Cross-entropy of the AR on every masked block's true tokens, teacher-forced."""
     b = task.block_sizes[int(torch.randint(len(task.block_sizes), (1,), generator=generator))]
-    m = codila_block_mask(batch.ids, batch.target_starts, block_size=b, mask_id=task.dlm.mask_id,
-                          generator=generator)
+    m = codila_block_mask(batch.ids, batch.target_starts, block_size=b, mask_id=task.dlm.mask_id, generator=generator)
     probs = block_marginals(task.dlm, m.noisy, m.blocks, b)
     emb = model.get_input_embeddings().weight
     read = emb if task.trains_embedding else emb.detach()  # soft tokens and teacher forcing read this
     labels = m.block_labels.to(emb.device)
-    cond = soft_tokens(probs.to(emb.device), read, task.bridge.keep.to(emb.device), task.bridge.eos_id,
-                       task.conditioning)
+    cond = soft_tokens(
+        probs.to(emb.device), read, task.bridge.keep.to(emb.device), task.bridge.eos_id, task.conditioning
+    )
     x = torch.cat([think_wrap(cond, emb, task.bridge.think_id, task.bridge.end_think_id), read[labels[:, :-1]]], 1)
     hidden = model.model(inputs_embeds=x).last_hidden_state[:, -b:]  # the last B positions predict y_1..y_B
     logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1]))  # 2-D: a 3-D slice makes oneDNN copy the head per row
@@ -76,9 +76,21 @@ def train_ar_codila(
     dlm = DreamDLM.load(dlm_path, device=device, dtype=torch.float32)
     dlm.model.requires_grad_(False)
     model = load_ar(resume_folder(cfg) or init, device)
-    bridge = build_bridge(dlm.tokenizer, tokenizer, dlm_rows=dlm.vocab_rows,
-                          ar_rows=model.get_input_embeddings().weight.shape[0], mask_id=dlm.mask_id,
-                          eos_id=dlm.eos_id, device=device)
+    bridge = build_bridge(
+        dlm.tokenizer,
+        tokenizer,
+        dlm_rows=dlm.vocab_rows,
+        ar_rows=model.get_input_embeddings().weight.shape[0],
+        mask_id=dlm.mask_id,
+        eos_id=dlm.eos_id,
+        device=device,
+    )
     task = CodilaTask(dlm, bridge, tuple(block_sizes), conditioning)
-    return train(model, partial(codila_loss, task=task), lambda m, folder: save_ar(m, tokenizer, folder),
-                 train_data, val_data, cfg)
+    return train(
+        model,
+        partial(codila_loss, task=task),
+        lambda m, folder: save_ar(m, tokenizer, folder),
+        train_data,
+        val_data,
+        cfg,
+    )

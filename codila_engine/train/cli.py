@@ -17,45 +17,80 @@ from codila_engine.train.models import ModelSize
 def _data_args(p: argparse.ArgumentParser, windows: bool = True) -> None:
     """The corpus options; `windows` for the commands that cut it into training windows."""
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", action="append", default=[], metavar="DIR",
-                   help="directory of .py files (repeatable)")
-    g.add_argument("--data-jsonl", action="append", default=[], metavar="FILE",
-                   help="JSONL of instruction/response pairs or chat messages (repeatable)")
-    g.add_argument("--humaneval-dir", type=Path, default=None,
-                   help="HumanEval infilling files to keep out of training (default: the packaged copy)")
-    g.add_argument("--held-out-fraction", type=float, default=0.02,
-                   help="fraction of documents held out for validation, 0-1")
-    g.add_argument("--max-documents", type=int, default=None, help="use a fixed sample of this many documents (default: all)")
+    g.add_argument("--data-dir", action="append", default=[], metavar="DIR", help="directory of .py files (repeatable)")
+    g.add_argument(
+        "--data-jsonl",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="JSONL of instruction/response pairs or chat messages (repeatable)",
+    )
+    g.add_argument(
+        "--humaneval-dir",
+        type=Path,
+        default=None,
+        help="HumanEval infilling files to keep out of training (default: the packaged copy)",
+    )
+    g.add_argument(
+        "--held-out-fraction", type=float, default=0.02, help="fraction of documents held out for validation, 0-1"
+    )
+    g.add_argument(
+        "--max-documents", type=int, default=None, help="use a fixed sample of this many documents (default: all)"
+    )
     if windows:
-        g.add_argument("--pack", action="store_true",
-                       help="train on back-to-back windows of the concatenated files instead of one padded "
-                            "window per file start (code directories only)")
+        g.add_argument(
+            "--pack",
+            action="store_true",
+            help="train on back-to-back windows of the concatenated files instead of one padded "
+            "window per file start (code directories only)",
+        )
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def _adapt_args(p: argparse.ArgumentParser, command: str, shipped: str) -> None:
     """What dlm-adapt and ar-adapt share: data with held-out packages, the loop, base, warm start, LoRA."""
     _data_args(p)
-    p.add_argument("--held-out-dir", action="append", default=[], metavar="DIR",
-                   help="whole packages for validation and the learning curve (repeatable; never trained on)")
+    p.add_argument(
+        "--held-out-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="whole packages for validation and the learning curve (repeatable; never trained on)",
+    )
     _loop_args(p)
     p.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
-    p.add_argument("--init-adapter", type=Path, default=None,
-                   help=f"warm start from a {command} checkpoint, e.g. {shipped} (default: new adapters)")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="base weights and compute (default: auto, bfloat16 where the CPU is fast at it)")
+    p.add_argument(
+        "--init-adapter",
+        type=Path,
+        default=None,
+        help=f"warm start from a {command} checkpoint, e.g. {shipped} (default: new adapters)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="base weights and compute (default: auto, bfloat16 where the CPU is fast at it)",
+    )
     p.add_argument("--rank", type=int, default=16, help="LoRA rank on every linear layer (default: 16)")
 
 
 def _model_args(p: argparse.ArgumentParser, defaults: ModelSize) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--tokenizer", type=Path, default=None,
-                   help="tokenizer folder (default: the --init folder, or <out>/last on --resume)")
+    g.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="tokenizer folder (default: the --init folder, or <out>/last on --resume)",
+    )
     g.add_argument("--init", type=Path, default=None, help="start from this model folder instead of a new model")
-    for name, help_ in [("hidden", "hidden size, in features"), ("layers", "transformer layers"),
-                        ("heads", "attention heads"), ("kv_heads", "key/value heads"),
-                        ("intermediate", "MLP size, in features"),
-                        ("max_positions", "longest sequence the model supports, in tokens")]:
+    for name, help_ in [
+        ("hidden", "hidden size, in features"),
+        ("layers", "transformer layers"),
+        ("heads", "attention heads"),
+        ("kv_heads", "key/value heads"),
+        ("intermediate", "MLP size, in features"),
+        ("max_positions", "longest sequence the model supports, in tokens"),
+    ]:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=help_)
 
 
@@ -94,43 +129,103 @@ def add_train_subcommands(subparsers) -> None:
     _model_args(dlm, ModelSize(layers=6))
     _loop_args(dlm)
     dlm.add_argument("--span-fraction", type=float, default=0.3, help="fraction of sequences masked as spans, 0-1")
-    dlm.add_argument("--pad-fraction", type=float, default=0.2,
-                     help="fraction of sequences masked as a span with padding inserted (variable-length infilling), 0-1")
-    dlm.add_argument("--objective", choices=("diffusion", "causal"), default="diffusion",
-                     help="causal: next-token training of the same model with causal attention, the AR start "
-                          "Dream adapts from (then run again with --init and the diffusion objective)")
+    dlm.add_argument(
+        "--pad-fraction",
+        type=float,
+        default=0.2,
+        help="fraction of sequences masked as a span with padding inserted (variable-length infilling), 0-1",
+    )
+    dlm.add_argument(
+        "--objective",
+        choices=("diffusion", "causal"),
+        default="diffusion",
+        help="causal: next-token training of the same model with causal attention, the AR start "
+        "Dream adapts from (then run again with --init and the diffusion objective)",
+    )
     dlm.set_defaults(func=run_dlm)
 
-    ad = sub.add_parser("dlm-adapt", help="adapt the default model (Qwen2.5-Coder-0.5B) into a Dream-format DLM "
-                                          "with LoRA; checkpoints hold the adapter and the mask vector")
+    ad = sub.add_parser(
+        "dlm-adapt",
+        help="adapt the default model (Qwen2.5-Coder-0.5B) into a Dream-format DLM "
+        "with LoRA; checkpoints hold the adapter and the mask vector",
+    )
     _adapt_args(ad, "dlm-adapt", "codila_engine/assets/qwen2.5-coder-0.5b-dlm-adapter")
     ad.add_argument("--mask-lr", type=float, default=1e-3, help="learning rate of the mask vector (default: 1e-3)")
-    ad.add_argument("--span-fraction", type=float, default=0.4, help="fraction of sequences masked as spans, 0-1 (default: 0.4)")
-    ad.add_argument("--pad-fraction", type=float, default=0.1, help="fraction of sequences masked as a padded span, 0-1 (default: 0.1)")
-    ad.add_argument("--curve-windows", type=int, default=10, help="held-out windows (of --seq-len tokens) for top-1 at each validation")
-    ad.set_defaults(func=run_dlm_adapt, batch_size=1, seq_len=256, lr=2e-4, clip_norm=1.0, val_every=100,
-                    held_out_fraction=0.0, init=None)  # init: _setup's, for the tokenizer; --init-adapter is ours
+    ad.add_argument(
+        "--span-fraction", type=float, default=0.4, help="fraction of sequences masked as spans, 0-1 (default: 0.4)"
+    )
+    ad.add_argument(
+        "--pad-fraction",
+        type=float,
+        default=0.1,
+        help="fraction of sequences masked as a padded span, 0-1 (default: 0.1)",
+    )
+    ad.add_argument(
+        "--curve-windows",
+        type=int,
+        default=10,
+        help="held-out windows (of --seq-len tokens) for top-1 at each validation",
+    )
+    ad.set_defaults(
+        func=run_dlm_adapt,
+        batch_size=1,
+        seq_len=256,
+        lr=2e-4,
+        clip_norm=1.0,
+        val_every=100,
+        held_out_fraction=0.0,
+        init=None,
+    )  # init: _setup's, for the tokenizer; --init-adapter is ours
 
-    aa = sub.add_parser("ar-adapt", help="finetune the default model into CoDiLA's local AR on the default DLM's "
-                                         "soft tokens (LoRA + <think> rows); checkpoints hold the adapter and rows")
+    aa = sub.add_parser(
+        "ar-adapt",
+        help="finetune the default model into CoDiLA's local AR on the default DLM's "
+        "soft tokens (LoRA + <think> rows); checkpoints hold the adapter and rows",
+    )
     _adapt_args(aa, "ar-adapt", "codila_engine/assets/qwen2.5-coder-0.5b-ar-adapter")
-    aa.add_argument("--dlm", type=Path, default=None,
-                    help="the frozen Dream-format DLM folder (default: the default DLM, prepared on first use)")
+    aa.add_argument(
+        "--dlm",
+        type=Path,
+        default=None,
+        help="the frozen Dream-format DLM folder (default: the default DLM, prepared on first use)",
+    )
     aa.add_argument("--rows-lr", type=float, default=1e-3, help="learning rate of the two think rows (default: 1e-3)")
-    aa.add_argument("--block-size", type=int, nargs="+", default=[2, 4, 8],
-                    help="block sizes B in tokens; each step draws one, so one AR serves all of them")
-    aa.add_argument("--conditioning", choices=("soft", "top1"), default="soft",
-                    help="soft: marginal x AR embeddings; top1: the DLM's argmax")
-    aa.set_defaults(func=run_ar_adapt, batch_size=2, seq_len=256, lr=2e-4, clip_norm=1.0, val_every=100,
-                    held_out_fraction=0.0, init=None)
+    aa.add_argument(
+        "--block-size",
+        type=int,
+        nargs="+",
+        default=[2, 4, 8],
+        help="block sizes B in tokens; each step draws one, so one AR serves all of them",
+    )
+    aa.add_argument(
+        "--conditioning",
+        choices=("soft", "top1"),
+        default="soft",
+        help="soft: marginal x AR embeddings; top1: the DLM's argmax",
+    )
+    aa.set_defaults(
+        func=run_ar_adapt,
+        batch_size=2,
+        seq_len=256,
+        lr=2e-4,
+        clip_norm=1.0,
+        val_every=100,
+        held_out_fraction=0.0,
+        init=None,
+    )
 
     cu = sub.add_parser("dlm-curve", help="plot a dlm-adapt run's learning curve (masked top-1 on held-out files)")
     cu.add_argument("--run", type=Path, required=True, help="the dlm-adapt --out folder")
     cu.add_argument("--out", type=Path, required=True, help="PNG to write")
-    cu.add_argument("--tokens-per-step", type=int, default=256, help="tokens per step: batch x sequence length (default: 256)")
+    cu.add_argument(
+        "--tokens-per-step", type=int, default=256, help="tokens per step: batch x sequence length (default: 256)"
+    )
     cu.set_defaults(func=run_dlm_curve)
 
-    for name, kind, what in (("dlm-export", "dlm-adapt", "a Dream-format DLM"), ("ar-export", "ar-adapt", "a Qwen2 AR")):
+    for name, kind, what in (
+        ("dlm-export", "dlm-adapt", "a Dream-format DLM"),
+        ("ar-export", "ar-adapt", "a Qwen2 AR"),
+    ):
         ex = sub.add_parser(name, help=f"merge a {kind} checkpoint into {what} model folder")
         ex.add_argument("--adapter", type=Path, required=True, help=f"a {kind} checkpoint (e.g. OUT/best)")
         ex.add_argument("--base", type=Path, default=None, help="base model folder (default: the default model)")
@@ -149,19 +244,33 @@ def add_train_subcommands(subparsers) -> None:
     co.add_argument("--dlm", type=Path, required=True, help="the frozen Dream-format DLM folder")
     co.add_argument("--init", type=Path, default=None, help="the AR folder to finetune (e.g. from ar-pretrain)")
     co.add_argument("--tokenizer", type=Path, default=None, help="default: the --init folder")
-    co.add_argument("--block-size", type=int, nargs="+", default=[2, 4, 8],
-                    help="block sizes B; each step draws one, so one AR serves all of them")
-    co.add_argument("--conditioning", choices=("soft", "top1"), default="soft",
-                    help="soft: marginal x AR embeddings; top1: the DLM's argmax")
+    co.add_argument(
+        "--block-size",
+        type=int,
+        nargs="+",
+        default=[2, 4, 8],
+        help="block sizes B; each step draws one, so one AR serves all of them",
+    )
+    co.add_argument(
+        "--conditioning",
+        choices=("soft", "top1"),
+        default="soft",
+        help="soft: marginal x AR embeddings; top1: the DLM's argmax",
+    )
     co.set_defaults(func=run_ar_codila)
 
 
 def _corpus(args):
     from codila_engine.train.data import load_corpus
 
-    corpus = load_corpus(args.data_dir, args.data_jsonl, humaneval_dir=args.humaneval_dir,
-                         held_out_fraction=args.held_out_fraction, max_documents=args.max_documents,
-                         progress=args.progress)
+    corpus = load_corpus(
+        args.data_dir,
+        args.data_jsonl,
+        humaneval_dir=args.humaneval_dir,
+        held_out_fraction=args.held_out_fraction,
+        max_documents=args.max_documents,
+        progress=args.progress,
+    )
     for line in corpus.report.lines():
         print(line)
     return corpus
@@ -182,9 +291,11 @@ def run_tokenizer(args) -> None:
     folder = save_tokenizer(tokenizer, args.out)
     sample = [d.text for d in corpus.held_out[:200]] or texts[:200]
     n_tokens = sum(len(ids) for ids in tokenizer(sample, add_special_tokens=False)["input_ids"])
-    print(f"trained on {len(texts)} documents ({size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f}s; "
-          f"{len(tokenizer)} tokens; {sum(len(s.encode()) for s in sample) / max(n_tokens, 1):.2f} bytes/token "
-          f"on held-out files; saved to {folder}")
+    print(
+        f"trained on {len(texts)} documents ({size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f}s; "
+        f"{len(tokenizer)} tokens; {sum(len(s.encode()) for s in sample) / max(n_tokens, 1):.2f} bytes/token "
+        f"on held-out files; saved to {folder}"
+    )
 
 
 def _setup(args):
@@ -201,17 +312,34 @@ def _setup(args):
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = default_device() if args.device == "auto" else torch.device(args.device)
-    cfg = LoopConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                     lr=args.lr, warmup_ratio=args.warmup_ratio, clip_norm=args.clip_norm,
-                     weight_decay=args.weight_decay, val_every=args.val_every, val_batches=args.val_batches,
-                     seed=args.seed, resume=args.resume, progress=args.progress)
+    cfg = LoopConfig(
+        out=args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        warmup_ratio=args.warmup_ratio,
+        clip_norm=args.clip_norm,
+        weight_decay=args.weight_decay,
+        val_every=args.val_every,
+        val_batches=args.val_batches,
+        seed=args.seed,
+        resume=args.resume,
+        progress=args.progress,
+    )
     source = args.tokenizer or args.init or (args.out / "last" if args.resume else None)
     if source is None:
         raise SystemExit("give --tokenizer (a folder from `codila train tokenizer`) or --init (a model folder)")
     size = None
     if hasattr(args, "hidden"):
-        size = ModelSize(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
-                         intermediate=args.intermediate, max_positions=args.max_positions)
+        size = ModelSize(
+            hidden=args.hidden,
+            layers=args.layers,
+            heads=args.heads,
+            kv_heads=args.kv_heads,
+            intermediate=args.intermediate,
+            max_positions=args.max_positions,
+        )
     return cfg, device, load_tokenizer(source), size
 
 
@@ -221,15 +349,20 @@ def _data(args, tokenizer):
     data = prepare_data(_corpus(args), tokenizer, args.seq_len, cache_dir=args.out / "data", progress=args.progress)
     if args.pack:
         data.train, data.held_out = data.train.packed(), data.held_out.packed()
-    print(f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
-          f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens)"
-          + (f"; {data.too_long} instruction pairs too long, dropped" if data.too_long else ""))
+    print(
+        f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
+        f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens)"
+        + (f"; {data.too_long} instruction pairs too long, dropped" if data.too_long else "")
+    )
     return data
 
 
 def _finish(args, result) -> None:
-    summary = {"step": result.step, "best_val_loss": result.best_val,
-               "final_train_loss": result.losses[-1] if result.losses else None}
+    summary = {
+        "step": result.step,
+        "best_val_loss": result.best_val,
+        "final_train_loss": result.losses[-1] if result.losses else None,
+    }
     print(json.dumps(summary))
     print(f"best checkpoint: {args.out / 'best'}; last: {args.out / 'last'}; log: {args.out / 'log.jsonl'}")
 
@@ -241,9 +374,20 @@ def run_dlm(args) -> None:
     cfg, device, tokenizer, size = _setup(args)
     data = _data(args, tokenizer)
     noise = DlmNoise(span_fraction=args.span_fraction, pad_fraction=args.pad_fraction)
-    _finish(args, train_dlm(tokenizer, data.train, data.held_out, cfg, size=size, init=args.init,
-                            objective=args.objective,
-                            device=device, noise=noise))
+    _finish(
+        args,
+        train_dlm(
+            tokenizer,
+            data.train,
+            data.held_out,
+            cfg,
+            size=size,
+            init=args.init,
+            objective=args.objective,
+            device=device,
+            noise=noise,
+        ),
+    )
 
 
 def _adapt_setup(args, command: str, make_tokenizer):
@@ -265,8 +409,10 @@ def _adapt_setup(args, command: str, make_tokenizer):
     data = prepare_data(corpus, tokenizer, args.seq_len, cache_dir=args.out / "data", progress=args.progress)
     if args.pack:
         data.train, data.held_out = data.train.packed(), data.held_out.packed()
-    print(f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
-          f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens) from {', '.join(args.held_out_dir)}")
+    print(
+        f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
+        f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens) from {', '.join(args.held_out_dir)}"
+    )
     return base, cfg, device, default_dtype(device, None if args.dtype == "auto" else args.dtype), tokenizer, data
 
 
@@ -276,9 +422,23 @@ def run_dlm_adapt(args) -> None:
 
     base, cfg, device, dtype, tokenizer, data = _adapt_setup(args, "dlm-adapt", dream_tokenizer)
     noise = DlmNoise(span_fraction=args.span_fraction, pad_fraction=args.pad_fraction)
-    _finish(args, train_adapt(tokenizer, base, data.train, data.held_out, cfg, device=device, dtype=dtype,
-                              rank=args.rank, mask_lr=args.mask_lr, noise=noise, curve_windows=args.curve_windows,
-                              init=args.init_adapter))
+    _finish(
+        args,
+        train_adapt(
+            tokenizer,
+            base,
+            data.train,
+            data.held_out,
+            cfg,
+            device=device,
+            dtype=dtype,
+            rank=args.rank,
+            mask_lr=args.mask_lr,
+            noise=noise,
+            curve_windows=args.curve_windows,
+            init=args.init_adapter,
+        ),
+    )
 
 
 def run_ar_adapt(args) -> None:
@@ -287,9 +447,24 @@ def run_ar_adapt(args) -> None:
 
     base, cfg, device, dtype, tokenizer, data = _adapt_setup(args, "ar-adapt", ar_tokenizer)
     dlm = args.dlm or adapted_folder("dlm")
-    _finish(args, train_ar_adapt(tokenizer, base, dlm, data.train, data.held_out, cfg, device=device, dtype=dtype,
-                                 rank=args.rank, rows_lr=args.rows_lr, block_sizes=tuple(args.block_size),
-                                 conditioning=args.conditioning, init=args.init_adapter))
+    _finish(
+        args,
+        train_ar_adapt(
+            tokenizer,
+            base,
+            dlm,
+            data.train,
+            data.held_out,
+            cfg,
+            device=device,
+            dtype=dtype,
+            rank=args.rank,
+            rows_lr=args.rows_lr,
+            block_sizes=tuple(args.block_size),
+            conditioning=args.conditioning,
+            init=args.init_adapter,
+        ),
+    )
 
 
 def run_dlm_curve(args) -> None:
@@ -297,8 +472,10 @@ def run_dlm_curve(args) -> None:
 
     curve = plot_curve(args.run / "log.jsonl", args.out, args.tokens_per_step, {"random-50": 0.45, "span-32": 0.20})
     for r in curve:
-        print(f"step {r['step']:6d}  val loss {r['val_loss']:.3f}  random-15 {r['random-15']:.3f}  "
-              f"random-50 {r['random-50']:.3f}  span-32 {r['span-32']:.3f}")
+        print(
+            f"step {r['step']:6d}  val loss {r['val_loss']:.3f}  random-15 {r['random-15']:.3f}  "
+            f"random-50 {r['random-50']:.3f}  span-32 {r['span-32']:.3f}"
+        )
     print(f"wrote {args.out}")
 
 
@@ -326,6 +503,17 @@ def run_ar_codila(args) -> None:
         raise SystemExit("codila train ar-codila: give --init (the AR to finetune) or --resume")
     cfg, device, tokenizer, _ = _setup(args)
     data = _data(args, tokenizer)
-    _finish(args, train_ar_codila(tokenizer, data.train, data.held_out, cfg, dlm_path=args.dlm, init=args.init,
-                                  block_sizes=tuple(args.block_size), conditioning=args.conditioning,
-                                  device=device))
+    _finish(
+        args,
+        train_ar_codila(
+            tokenizer,
+            data.train,
+            data.held_out,
+            cfg,
+            dlm_path=args.dlm,
+            init=args.init,
+            block_sizes=tuple(args.block_size),
+            conditioning=args.conditioning,
+            device=device,
+        ),
+    )

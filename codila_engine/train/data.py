@@ -52,8 +52,9 @@ def load_corpus(
     progress: bool = True,
 ) -> Corpus:
     docs, report = read_documents(data_dirs, data_jsonl, progress)
-    return build_corpus(docs, report, humaneval_dir=humaneval_dir, held_out_fraction=held_out_fraction,
-                        max_documents=max_documents)
+    return build_corpus(
+        docs, report, humaneval_dir=humaneval_dir, held_out_fraction=held_out_fraction, max_documents=max_documents
+    )
 
 
 def _fingerprint(docs: list[Document], tokenizer, seq_len: int) -> str:
@@ -80,8 +81,9 @@ def cached_sequences(
     return data, too_long
 
 
-def prepare_data(corpus: Corpus, tokenizer, seq_len: int, cache_dir: Path | None = None,
-                 progress: bool = True) -> TrainingData:
+def prepare_data(
+    corpus: Corpus, tokenizer, seq_len: int, cache_dir: Path | None = None, progress: bool = True
+) -> TrainingData:
     def cache(name: str) -> Path | None:
         return cache_dir / f"{name}-{seq_len}.safetensors" if cache_dir is not None else None
 

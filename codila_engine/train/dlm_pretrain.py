@@ -17,15 +17,17 @@ from codila_engine.train.sequences import Batch, SequenceData
 from codila_engine.train.tokenizer import pad_id
 
 
-def dlm_loss(model, batch: Batch, generator: torch.Generator, *, mask_id: int, pad: int,
-             noise: DlmNoise) -> torch.Tensor:
+def dlm_loss(
+    model, batch: Batch, generator: torch.Generator, *, mask_id: int, pad: int, noise: DlmNoise
+) -> torch.Tensor:
     """Weighted cross-entropy on masked tokens, averaged over sequences.
 
     Dream predicts token i from the hidden state at i-1, so the head runs only on the states
     left of each target: cheaper than full logits when few tokens are masked.
     """
-    m = dlm_mask(batch.ids, batch.target_starts, batch.lengths, mask_id=mask_id, pad_id=pad,
-                 generator=generator, noise=noise)
+    m = dlm_mask(
+        batch.ids, batch.target_starts, batch.lengths, mask_id=mask_id, pad_id=pad, generator=generator, noise=noise
+    )
     device = model.lm_head.weight.device
     hidden = model.model(input_ids=m.noisy.to(device)).last_hidden_state
     rows, cols = (m.labels != IGNORE).nonzero(as_tuple=True)

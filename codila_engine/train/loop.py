@@ -105,8 +105,7 @@ def evaluate(model, loss_fn: LossFn, data: SequenceData, cfg: LoopConfig) -> flo
     n = min(len(data), cfg.val_batches * cfg.batch_size)
     index = torch.arange(n) * len(data) // n
     g = step_generator(cfg.seed, -1)
-    losses = [float(loss_fn(model, data.batch(index[i : i + cfg.batch_size]), g))
-              for i in range(0, n, cfg.batch_size)]
+    losses = [float(loss_fn(model, data.batch(index[i : i + cfg.batch_size]), g)) for i in range(0, n, cfg.batch_size)]
     model.train(was_training)
     return sum(losses) / len(losses)
 
@@ -145,17 +144,29 @@ def train(
     n_params = count_parameters(model)
     if cfg.progress:
         tqdm.write(f"{type(model).__name__}: {n_params / 1e6:.2f}M parameters, starting at step {result.step}")
-    _log(cfg, {"event": "start", "step": result.step, "parameters": n_params, "train_sequences": len(train_data),
-               "val_sequences": len(val_data) if has_val else 0,
-               **{k: str(v) for k, v in asdict(cfg).items()}})
+    _log(
+        cfg,
+        {
+            "event": "start",
+            "step": result.step,
+            "parameters": n_params,
+            "train_sequences": len(train_data),
+            "val_sequences": len(val_data) if has_val else 0,
+            **{k: str(v) for k, v in asdict(cfg).items()},
+        },
+    )
 
     def checkpoint(val: float | None) -> None:
         info = {"step": result.step, "val_loss": val}
         if val is not None and (result.best_val is None or val < result.best_val):
             result.best_val = val
             _save(cfg.out / "best", model, save_fn, info)
-        state = {"step": result.step, "best_val": result.best_val,
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        state = {
+            "step": result.step,
+            "best_val": result.best_val,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
         _save(cfg.out / "last", model, save_fn, info, state)
 
     def validate() -> float | None:
@@ -168,8 +179,16 @@ def train(
         measured = metrics(model) if metrics else {}
         if cfg.progress and measured:
             tqdm.write("  " + ", ".join(f"{k} {v:.4f}" for k, v in measured.items()))
-        _log(cfg, {"event": "val", "step": result.step, "val_loss": val,
-                   "best": result.best_val is None or val < result.best_val, **measured})
+        _log(
+            cfg,
+            {
+                "event": "val",
+                "step": result.step,
+                "val_loss": val,
+                "best": result.best_val is None or val < result.best_val,
+                **measured,
+            },
+        )
         return val
 
     model.train()
@@ -194,8 +213,17 @@ def train(
         rate = len(result.losses) * tokens_per_step / (time.perf_counter() - started)
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", tok_s=f"{rate:.0f}")
-        _log(cfg, {"event": "train", "step": result.step, "loss": total, "grad_norm": grad_norm,
-                   "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate})
+        _log(
+            cfg,
+            {
+                "event": "train",
+                "step": result.step,
+                "loss": total,
+                "grad_norm": grad_norm,
+                "lr": scheduler.get_last_lr()[0],
+                "tokens_per_s": rate,
+            },
+        )
         if cfg.val_every and result.step % cfg.val_every == 0 and result.step < cfg.steps:
             checkpoint(validate())
     bar.close()

@@ -60,16 +60,21 @@ class SequenceData:
         instruction pair's prompt would land inside a window.
         """
         if bool((self.target_starts > 0).any()):
-            raise ValueError("--pack is for directories of code files, not instruction data (it would mix prompts "
-                             "into the targets)")
+            raise ValueError(
+                "--pack is for directories of code files, not instruction data (it would mix prompts into the targets)"
+            )
         n = max((len(self.tokens) - 1) // self.seq_len, 1)
         starts = torch.arange(n, dtype=torch.long) * self.seq_len
         lengths = torch.full((n,), min(self.seq_len, len(self.tokens)), dtype=torch.long)
         return SequenceData(self.tokens, starts, lengths, torch.zeros(n, dtype=torch.long), self.seq_len, self.pad_id)
 
     def save(self, path: Path, fingerprint: str) -> None:
-        tensors = {"tokens": self.tokens, "starts": self.starts, "lengths": self.lengths,
-                   "target_starts": self.target_starts}
+        tensors = {
+            "tokens": self.tokens,
+            "starts": self.starts,
+            "lengths": self.lengths,
+            "target_starts": self.target_starts,
+        }
         meta = {"seq_len": str(self.seq_len), "pad_id": str(self.pad_id), "fingerprint": fingerprint}
         save_file(tensors, str(path), metadata=meta)
 
@@ -85,7 +90,9 @@ class SequenceData:
         if meta.get("fingerprint") != fingerprint:
             return None
         t = load_file(str(path))
-        return cls(t["tokens"], t["starts"], t["lengths"], t["target_starts"], int(meta["seq_len"]), int(meta["pad_id"]))
+        return cls(
+            t["tokens"], t["starts"], t["lengths"], t["target_starts"], int(meta["seq_len"]), int(meta["pad_id"])
+        )
 
 
 def window_starts(n: int, seq_len: int) -> list[int]:

@@ -73,8 +73,10 @@ def save_tokenizer(tokenizer, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(folder))
     extra = getattr(tokenizer, "extra_special_tokens", None) or []
-    special = {**tokenizer.special_tokens_map,
-               "additional_special_tokens": list(extra.values() if isinstance(extra, dict) else extra)}
+    special = {
+        **tokenizer.special_tokens_map,
+        "additional_special_tokens": list(extra.values() if isinstance(extra, dict) else extra),
+    }
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config.update(special)
