@@ -277,8 +277,8 @@ def test_ar_emits_only_shared_tokens(engine):
 def test_final_draft_equals_result(engine):
     for opts in (dict(), dict(mode="dynamic", threshold=2.0), dict(decoder="dlm")):
         events, result = events_of(engine, PREFIX, "", max_new_tokens=10, **opts)
-        assert events[-1].draft == result.text
-        assert engine.decode_ids(result.ids).startswith(result.text) or result.text == ""
+        assert events[-1].draft == result.text and events[-1].masks == ()
+        assert len(result.ids) >= 10 and engine.decode_ids(result.ids).startswith(result.text)  # whole blocks
 
 
 def test_each_placeholder_of_a_draft_comes_with_the_tokens_it_stands_for(engine):
