@@ -14,7 +14,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 
 USAGE = (
     'expected {"textDocument": {"uri": ...}, "range": {"start": {"line", "character"}, '
-    '"end": {...}}, "maxTokens"?: int} (or the arguments [uri, range])'
+    '"end": {...}}, "maxTokens"?: int, "singleLine"?: bool} (or the arguments [uri, range])'
 )
 UINTEGER_MAX = 2**31 - 1  # LSP's uinteger
 
@@ -24,6 +24,7 @@ class InfillParams:
     uri: str
     range: types.Range
     max_tokens: int | None = None
+    single_line: bool = False  # the fill is one line: the fim decoder stops at its end
 
 
 def _uinteger(value: Any, low: int = 0) -> bool:
@@ -60,4 +61,7 @@ def parse_infill_params(raw: Any) -> InfillParams:
     max_tokens = raw.get("maxTokens")
     if max_tokens is not None and not _uinteger(max_tokens, 1):
         raise JsonRpcInvalidParams(f"codila/infill: maxTokens must be a positive integer, got {max_tokens!r}")
-    return InfillParams(uri, types.Range(start=start, end=end), max_tokens)
+    single_line = raw.get("singleLine", False)
+    if not isinstance(single_line, bool):
+        raise JsonRpcInvalidParams(f"codila/infill: singleLine must be true or false, got {single_line!r}")
+    return InfillParams(uri, types.Range(start=start, end=end), max_tokens, single_line)

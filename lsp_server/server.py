@@ -400,7 +400,7 @@ class CodilaServer(LanguageServer):
             suffix=sel.suffix,
             lead="",
             range=sel.range,
-            config=self.decode_config(n),
+            config=self.decode_config(n, single_line=params.single_line),
             label=f"infill {r.start.line + 1}:{r.start.character + 1}-{r.end.line + 1}:{r.end.character + 1} "
             f"({n} masks)",
         )

@@ -625,3 +625,16 @@ def test_pygls_own_info_records_never_reach_the_client():
     handler.emit(logging.LogRecord("lsp_server.worker", logging.INFO, "", 0, "models loaded", None, None))
     handler.emit(logging.LogRecord("pygls.protocol", logging.WARNING, "", 0, "bad frame", None, None))
     assert sent == ["models loaded", "bad frame"]
+
+
+def test_infill_params_single_line_is_a_boolean():
+    from pygls.exceptions import JsonRpcInvalidParams
+
+    from lsp_server.params import parse_infill_params
+
+    where = {"line": 0, "character": 0}
+    base = {"textDocument": {"uri": "file:///a.py"}, "range": {"start": where, "end": where}}
+    assert parse_infill_params(base).single_line is False
+    assert parse_infill_params({**base, "singleLine": True}).single_line is True
+    with pytest.raises(JsonRpcInvalidParams, match="singleLine must be true or false"):
+        parse_infill_params({**base, "singleLine": "yes"})

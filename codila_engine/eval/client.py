@@ -215,9 +215,11 @@ class EvalClient:
         position: types.Position,
         max_tokens: int | None = None,
         *,
+        single_line: bool = False,
         timeout_s: float | None = None,
     ) -> Reply:
-        """Open `text` as `uri`, infill an empty range at `position`, close it; errors become a Reply."""
+        """Open `text` as `uri`, infill an empty range at `position` (`single_line`: the fill is one
+        line, as in HumanEval's single-line split), close it; errors become a Reply."""
         self.client.text_document_did_open(
             types.DidOpenTextDocumentParams(
                 text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
@@ -228,6 +230,8 @@ class EvalClient:
         params: dict = {"textDocument": {"uri": uri}, "range": {"start": where, "end": where}}
         if max_tokens is not None:
             params["maxTokens"] = max_tokens
+        if single_line:
+            params["singleLine"] = True
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
         t0 = time.perf_counter()
         result, error = None, None

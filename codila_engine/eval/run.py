@@ -139,7 +139,13 @@ def device_string(device: str | None) -> str:
 
 
 async def _run(
-    tasks: list[Task], client: EvalClient, max_tokens: int | None, timeout_s: float, rows_file, progress: bool
+    tasks: list[Task],
+    client: EvalClient,
+    max_tokens: int | None,
+    timeout_s: float,
+    rows_file,
+    progress: bool,
+    single_line: bool = False,
 ) -> tuple[list[dict], str | None]:
     rows: list[dict] = []
     stopped = None
@@ -148,7 +154,7 @@ async def _run(
             text = task.prompt + task.suffix
             position = offset_to_position(text, len(task.prompt))
             try:
-                reply = await client.infill(task_uri(task), text, position, max_tokens)
+                reply = await client.infill(task_uri(task), text, position, max_tokens, single_line=single_line)
             except ServerError as exc:
                 stopped = str(exc)
                 reply = Reply(None, None, None, None, error=stopped)
@@ -196,7 +202,8 @@ def evaluate(
         async with EvalClient(command, options, request_timeout_s=request_timeout_s) as client:
             out.mkdir(parents=True, exist_ok=True)
             with open(out / "tasks.jsonl", "w", encoding="utf-8") as rows_file:
-                return await _run(tasks, client, max_tokens, timeout_s, rows_file, progress)
+                single_line = split == "single-line"  # fim stops at the line's end, as the split's truth does
+                return await _run(tasks, client, max_tokens, timeout_s, rows_file, progress, single_line)
 
     rows, stopped = asyncio.run(main())
     summary = {
