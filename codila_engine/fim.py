@@ -73,22 +73,26 @@ class FimTokens:
 @dataclass(frozen=True)
 class StopRules:
     """Where the middle ends, judged on its text. `line_start` is the prefix's unfinished last
-    line (the middle's first line continues it); `repeat` the suffix's first non-blank line."""
+    line (the middle's first line continues it); `repeat` the suffix's first non-blank line;
+    `whole_line`: a single-line middle that is a whole line (the span lies between line starts,
+    as in HumanEval's single-line split) keeps its line break, else the suffix supplies it."""
 
     line_start: str = ""
     repeat: str | None = None
     single_line: bool = False
+    whole_line: bool = False
 
     @classmethod
     def of(cls, prefix: str, suffix: str, single_line: bool) -> "StopRules":
         first = next((code(line) for line in suffix.split("\n") if code(line)), None)
-        return cls(prefix.rsplit("\n", 1)[-1], first, single_line)
+        whole_line = single_line and prefix[-1:] in ("", "\n") and suffix[:1] not in ("", "\n")
+        return cls(prefix.rsplit("\n", 1)[-1], first, single_line, whole_line)
 
     def check(self, text: str, final: bool) -> tuple[int | None, int]:
         """(cut, safe): the middle ends at text[:cut] if cut is not None; else text[:safe] is
         certain to stay. `final` means no more text will come (a stop token or the limit)."""
         if self.single_line and "\n" in text:
-            return text.index("\n"), 0
+            return text.index("\n") + self.whole_line, 0
         start = 0
         lines = text.split("\n")
         for i, line in enumerate(lines):

@@ -63,6 +63,14 @@ def test_single_line_ends_at_the_first_newline_and_holds_nothing_back_before_it(
     assert rules.check("a + b", final=True) == (len("a + b"), len("a + b"))
 
 
+def test_a_single_line_between_line_starts_keeps_its_line_break():
+    whole = StopRules.of("def f(x):\n", "    return y\n", single_line=True)  # HumanEval single-line
+    assert whole.whole_line and whole.check("    y = x\n    more", final=False)[0] == len("    y = x\n")
+    for prefix, suffix in (("def f(x):\n    y = ", "\n    return y\n"), ("print(", ")\n"), ("x = 1\n", "")):
+        rules = StopRules.of(prefix, suffix, single_line=True)  # the rest of a line, mid-line, completion
+        assert not rules.whole_line and rules.check("a\nb", final=False)[0] == 1
+
+
 def test_completion_without_suffix_never_cuts_before_the_end():
     assert StopRules().check("a\nb\n", final=False) == (None, 4)
     assert StopRules().check("a\nb\n", final=True) == (4, 4)
