@@ -153,28 +153,22 @@ def test_the_default_dlm_is_prepared_from_the_shipped_adapter_and_decodes(folder
     __import__("codila_engine.default_model", fromlist=["x"]).adapted_source("ar") is None,
     reason="no CoDiLA AR adapter ships in codila_engine/assets/",
 )
-def test_the_default_pair_is_prepared_and_a_held_out_infill_with_codila_parses(folder, tmp_path):
-    from codila_engine.ar import LocalAR
+def test_the_default_pair_is_prepared_and_held_out_infills_with_codila_parse(folder):
+    from codila_engine.config import DecodeConfig
     from codila_engine.default_model import adapted_folder
+    from codila_engine.engine import Engine
     from codila_engine.train.ar_adapt import THINK_TOKENS
+    from data.heldout_snippets import SNIPPETS
 
-    ar = LocalAR.load(adapted_folder("ar"))  # the same loader as the paper's Qwen3 AR
-    assert ar.tokenizer.convert_tokens_to_ids(list(THINK_TOKENS)) == list(THINK_TOKENS.values())
-    prefix, suffix = "def clamp(value, low, high):\n    if value < low:\n        ", "\n    return value\n"
-    (tmp_path / "before.py").write_text(prefix)
-    (tmp_path / "after.py").write_text(suffix)
-    result = codila(
-        "infill",
-        "--decoder",
-        "codila",
-        "--block-size",
-        "4",
-        "--max-new-tokens",
-        "8",
-        "--prefix-file",
-        str(tmp_path / "before.py"),
-        "--suffix-file",
-        str(tmp_path / "after.py"),
-    )
-    assert result["decoder"] == "codila" and "CoDiLA AR" in result["model"]
-    ast.parse(prefix + result["text"].strip() + suffix)  # a held-out snippet (tests/data/heldout_snippets.py)
+    engine = Engine.load(adapted_folder("dlm"), adapted_folder("ar"), device="cpu", dtype="auto")
+    assert engine.ar.tokenizer.convert_tokens_to_ids(list(THINK_TOKENS)) == list(THINK_TOKENS.values())
+    cfg = DecodeConfig(decoder="codila", block_size=4, max_new_tokens=12, temperature=0)
+    parsed = []
+    for prefix, suffix in SNIPPETS:  # written for the tests: no training file holds them
+        text = engine.decode(prefix, suffix, cfg).run().text
+        try:
+            ast.parse(prefix + text + suffix)
+            parsed.append(text)
+        except SyntaxError:
+            pass
+    assert len(parsed) >= 3, parsed  # the shipped step-200 pair parses 5 of 10 here; the floor leaves margin
