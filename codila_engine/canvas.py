@@ -7,6 +7,7 @@ ends the text; a non-empty suffix means infilling, where EOS/pad inside the span
 
 from __future__ import annotations
 
+from itertools import groupby
 from typing import Callable, Sequence
 
 import torch
@@ -122,38 +123,17 @@ class Canvas:
             out.append(tok)
         return out
 
+    def runs(self) -> list[tuple[bool, list]]:
+        """The visible span in maximal runs: (masked, its tokens)."""
+        return [(masked, list(run)) for masked, run in groupby(self.visible(), key=lambda tok: tok is None)]
+
     def draft(self, decode: Decode, placeholder: str) -> str:
         """The span as text, one placeholder for each run of still-masked tokens."""
-        parts: list[str] = []
-        run: list[int] = []
-        masked_run = False
-        for tok in self.visible():
-            if tok is None:
-                if run:
-                    parts.append(decode(run))
-                    run = []
-                if not masked_run:
-                    parts.append(placeholder)
-                masked_run = True
-            else:
-                run.append(tok)
-                masked_run = False
-        if run:
-            parts.append(decode(run))
-        return "".join(parts)
+        return "".join(placeholder if masked else decode(run) for masked, run in self.runs())
 
     def masked_runs(self) -> tuple[int, ...]:
         """How many tokens each placeholder of `draft` stands for, in order."""
-        runs: list[int] = []
-        previous_masked = False
-        for tok in self.visible():
-            if tok is None:
-                if previous_masked:
-                    runs[-1] += 1
-                else:
-                    runs.append(1)
-            previous_masked = tok is None
-        return tuple(runs)
+        return tuple(len(run) for masked, run in self.runs() if masked)
 
     def text(self, decode: Decode) -> str:
         """The committed text (masked tokens, if any are left, are simply absent)."""

@@ -74,6 +74,23 @@ def _adapt_args(p: argparse.ArgumentParser, command: str, shipped: str) -> None:
     p.add_argument("--rank", type=int, default=16, help="LoRA rank on every linear layer (default: 16)")
 
 
+def _codila_args(p: argparse.ArgumentParser) -> None:
+    """The CoDiLA objective's options (ar-codila, ar-adapt)."""
+    p.add_argument(
+        "--block-size",
+        type=int,
+        nargs="+",
+        default=[2, 4, 8],
+        help="block sizes B in tokens; each step draws one, so one AR serves all of them",
+    )
+    p.add_argument(
+        "--conditioning",
+        choices=("soft", "top1"),
+        default="soft",
+        help="soft: marginal x AR embeddings; top1: the DLM's argmax",
+    )
+
+
 def _model_args(p: argparse.ArgumentParser, defaults: ModelSize) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
@@ -190,19 +207,7 @@ def add_train_subcommands(subparsers) -> None:
         help="the frozen Dream-format DLM folder (default: the default DLM, prepared on first use)",
     )
     aa.add_argument("--rows-lr", type=float, default=1e-3, help="learning rate of the two think rows (default: 1e-3)")
-    aa.add_argument(
-        "--block-size",
-        type=int,
-        nargs="+",
-        default=[2, 4, 8],
-        help="block sizes B in tokens; each step draws one, so one AR serves all of them",
-    )
-    aa.add_argument(
-        "--conditioning",
-        choices=("soft", "top1"),
-        default="soft",
-        help="soft: marginal x AR embeddings; top1: the DLM's argmax",
-    )
+    _codila_args(aa)
     aa.set_defaults(
         func=run_ar_adapt,
         batch_size=2,
@@ -244,19 +249,7 @@ def add_train_subcommands(subparsers) -> None:
     co.add_argument("--dlm", type=Path, required=True, help="the frozen Dream-format DLM folder")
     co.add_argument("--init", type=Path, default=None, help="the AR folder to finetune (e.g. from ar-pretrain)")
     co.add_argument("--tokenizer", type=Path, default=None, help="default: the --init folder")
-    co.add_argument(
-        "--block-size",
-        type=int,
-        nargs="+",
-        default=[2, 4, 8],
-        help="block sizes B; each step draws one, so one AR serves all of them",
-    )
-    co.add_argument(
-        "--conditioning",
-        choices=("soft", "top1"),
-        default="soft",
-        help="soft: marginal x AR embeddings; top1: the DLM's argmax",
-    )
+    _codila_args(co)
     co.set_defaults(func=run_ar_codila)
 
 
@@ -343,15 +336,18 @@ def _setup(args):
     return cfg, device, load_tokenizer(source), size
 
 
-def _data(args, tokenizer):
+def _data(args, tokenizer, corpus=None):
+    """Train and held-out windows of `corpus` (default: the data options' corpus), packed with --pack."""
     from codila_engine.train.data import prepare_data
 
-    data = prepare_data(_corpus(args), tokenizer, args.seq_len, cache_dir=args.out / "data", progress=args.progress)
+    corpus = corpus or _corpus(args)
+    data = prepare_data(corpus, tokenizer, args.seq_len, cache_dir=args.out / "data", progress=args.progress)
     if args.pack:
         data.train, data.held_out = data.train.packed(), data.held_out.packed()
+    held_out_from = f" from {', '.join(args.held_out_dir)}" if getattr(args, "held_out_dir", None) else ""
     print(
         f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
-        f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens)"
+        f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens){held_out_from}"
         + (f"; {data.too_long} instruction pairs too long, dropped" if data.too_long else "")
     )
     return data
@@ -395,7 +391,6 @@ def _adapt_setup(args, command: str, make_tokenizer):
     from codila_engine.checkpoint import default_dtype
     from codila_engine.default_model import default_model_folder
     from codila_engine.train.corpus import Corpus, read_python_dirs
-    from codila_engine.train.data import prepare_data
 
     if not args.held_out_dir:
         raise SystemExit(f"codila train {command}: give --held-out-dir DIR (whole packages kept for validation)")
@@ -405,14 +400,7 @@ def _adapt_setup(args, command: str, make_tokenizer):
     tokenizer = make_tokenizer(base)
     train_corpus = _corpus(args)
     held_out, _ = read_python_dirs(args.held_out_dir, args.progress)
-    corpus = Corpus(train_corpus.train, held_out, train_corpus.report)
-    data = prepare_data(corpus, tokenizer, args.seq_len, cache_dir=args.out / "data", progress=args.progress)
-    if args.pack:
-        data.train, data.held_out = data.train.packed(), data.held_out.packed()
-    print(
-        f"sequences of {args.seq_len} tokens: {len(data.train)} train ({data.train.n_tokens} tokens), "
-        f"{len(data.held_out)} held out ({data.held_out.n_tokens} tokens) from {', '.join(args.held_out_dir)}"
-    )
+    data = _data(args, tokenizer, Corpus(train_corpus.train, held_out, train_corpus.report))
     return base, cfg, device, default_dtype(device, None if args.dtype == "auto" else args.dtype), tokenizer, data
 
 
