@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 from codila_engine.config import DecodeConfig  # noqa: E402
-from codila_engine.events import Event, Result, Stats  # noqa: E402
+from codila_engine.decoding.events import Event, Result, Stats  # noqa: E402
 
 __all__ = ["DecodeConfig", "Event", "Result", "Stats", "installed_version"]
 

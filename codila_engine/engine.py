@@ -11,19 +11,19 @@ from pathlib import Path
 
 import torch
 
-from codila_engine.ar import LocalAR
-from codila_engine.baseline import dlm_step
-from codila_engine.canvas import Canvas
-from codila_engine.checkpoint import default_device, default_dtype
-from codila_engine.codila import codila_step
+from codila_engine.models.ar import LocalAR
+from codila_engine.decoding.baseline import dlm_step
+from codila_engine.decoding.canvas import Canvas
+from codila_engine.models.checkpoint import default_device, default_dtype
+from codila_engine.decoding.codila import codila_step
 from codila_engine.config import DecodeConfig
-from codila_engine.decoding import CancelFlag, Decoding
-from codila_engine.dlm import DreamDLM
-from codila_engine.dream import DreamSampler
-from codila_engine.dual_cache import DualCacheDLM
-from codila_engine.fim import FimSampler, FimTokens, StopRules
-from codila_engine.static_ar import StaticBlockDecoder
-from codila_engine.vocab import VocabBridge, build_bridge
+from codila_engine.decoding.loop import CancelFlag, Decoding
+from codila_engine.models.dlm import DreamDLM
+from codila_engine.decoding.dream import DreamSampler
+from codila_engine.decoding.dual_cache import DualCacheDLM
+from codila_engine.decoding.fim import FimSampler, FimTokens, StopRules
+from codila_engine.models.static_ar import StaticBlockDecoder
+from codila_engine.models.vocab import VocabBridge, build_bridge
 
 STATIC_DECODERS = 4  # fast-path decoders kept per engine (one per scope, block size and sampling)
 

@@ -27,7 +27,7 @@ from pygls.lsp.server import LanguageServer
 
 from codila_engine import installed_version
 from codila_engine.config import DecodeConfig, OptionError
-from codila_engine.events import Event, Result
+from codila_engine.decoding.events import Event, Result
 from lsp_server import fill, rpc
 from lsp_server.documents import Document, Documents
 from lsp_server.params import InfillParams, parse_infill_params

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from codila_engine.config import DecodeConfig
-from codila_engine.events import Event, Result
+from codila_engine.decoding.events import Event, Result
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class DecodeWorker:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codila-decode")
         self._engine = None
         self._key: tuple | None = None
-        self.models = None  # checkpoint.Models of the loaded engine
+        self.models = None  # prepare.folders.Models of the loaded engine
 
     def _engine_for(
         self,
@@ -45,7 +45,7 @@ class DecodeWorker:
         decoder: str | None = None,
     ):
         """Load (or reuse) the engine; runs on the worker thread only."""
-        from codila_engine.checkpoint import model_folders
+        from codila_engine.prepare.folders import model_folders
         from codila_engine.engine import Engine
 
         key = (dlm, ar, device, dtype, cache_dir, decoder)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from codila_engine.dlm import DreamDLM
+from codila_engine.models.dlm import DreamDLM
 from codila_engine.train.adapt import dream_tokenizer, export_dream, load_adapted, masked_top1, new_adapted, train_adapt
 from codila_engine.train.loop import LoopConfig
 from codila_engine.train.masking import DlmNoise

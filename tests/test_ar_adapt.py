@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from codila_engine.ar import LocalAR
+from codila_engine.models.ar import LocalAR
 from codila_engine.train.adapt import export_dream, new_adapted
 from codila_engine.train.ar_adapt import ar_tokenizer, export_ar, load_adapted_ar, new_adapted_ar, train_ar_adapt
 from codila_engine.train.loop import LoopConfig

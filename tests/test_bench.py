@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from codila_engine.bench import add_bench_subcommand, agreement
+from codila_engine.bench.paper import add_bench_subcommand, agreement
 
 
 def _args(tmp_path, **kw):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from codila_engine import default_model as dm
-from codila_engine.checkpoint import ModelFolderError, check_folder
-from codila_engine.convert import save_hf_folder
-from codila_engine.default_model import (
+from codila_engine.prepare import default_model as dm
+from codila_engine.models.checkpoint import ModelFolderError, check_folder
+from codila_engine.prepare.convert import save_hf_folder
+from codila_engine.prepare.default_model import (
     MANIFEST,
     DefaultModelCorrupt,
     DefaultModelMissing,
@@ -166,7 +166,7 @@ def test_a_killed_preparation_is_not_mistaken_for_a_finished_one(spec, cache):
 WORKER = """
 import sys, time
 from pathlib import Path
-from codila_engine.default_model import GgufSource, Part, default_model_folder
+from codila_engine.prepare.default_model import GgufSource, Part, default_model_folder
 spec_json, cache, log, go = sys.argv[1:]
 import json
 raw = json.loads(spec_json)
@@ -363,7 +363,7 @@ def test_saved_folder_is_tied_and_loads(tmp_path):
 
 @pytest.mark.parametrize("kind,trained", [("dlm", "mask_vector.safetensors"), ("ar", "think_rows.safetensors")])
 def test_the_default_dlm_and_ar_are_named_by_their_shipped_adapters(tmp_path, monkeypatch, kind, trained):
-    from codila_engine import default_model as dm
+    from codila_engine.prepare import default_model as dm
 
     monkeypatch.setitem(dm.ADAPTERS, kind, (tmp_path / "none", trained))
     assert dm.adapted_source(kind) is None

@@ -17,7 +17,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from codila_engine.default_model import DefaultModelMissing, default_model_folder, locate_parts
+from codila_engine.prepare.default_model import DefaultModelMissing, default_model_folder, locate_parts
 
 try:
     locate_parts()
@@ -127,13 +127,13 @@ async def asyncio_timeout(awaitable, seconds: float = 300):
 
 
 @pytest.mark.skipif(
-    __import__("codila_engine.default_model", fromlist=["x"]).adapted_source("dlm") is None,
+    __import__("codila_engine.prepare.default_model", fromlist=["x"]).adapted_source("dlm") is None,
     reason="no DLM adapter ships in codila_engine/assets/",
 )
 def test_the_default_dlm_is_prepared_from_the_shipped_adapter_and_decodes(folder):
     from codila_engine.config import DecodeConfig
-    from codila_engine.default_model import adapted_folder
-    from codila_engine.dlm import DreamDLM
+    from codila_engine.prepare.default_model import adapted_folder
+    from codila_engine.models.dlm import DreamDLM
     from codila_engine.engine import Engine
 
     dlm_folder = adapted_folder("dlm")
@@ -150,12 +150,12 @@ def test_the_default_dlm_is_prepared_from_the_shipped_adapter_and_decodes(folder
 
 
 @pytest.mark.skipif(
-    __import__("codila_engine.default_model", fromlist=["x"]).adapted_source("ar") is None,
+    __import__("codila_engine.prepare.default_model", fromlist=["x"]).adapted_source("ar") is None,
     reason="no CoDiLA AR adapter ships in codila_engine/assets/",
 )
 def test_the_default_pair_is_prepared_and_held_out_infills_with_codila_parse(folder):
     from codila_engine.config import DecodeConfig
-    from codila_engine.default_model import adapted_folder
+    from codila_engine.prepare.default_model import adapted_folder
     from codila_engine.engine import Engine
     from codila_engine.train.ar_adapt import THINK_TOKENS
     from data.heldout_snippets import SNIPPETS

@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codila_engine.canvas import Canvas
+from codila_engine.decoding.canvas import Canvas
 from codila_engine.config import DecodeConfig
-from codila_engine.decoding import Decoding
-from codila_engine.dream import DreamSampler, dream_filter, dream_sample, transfer_count
+from codila_engine.decoding.loop import Decoding
+from codila_engine.decoding.dream import DreamSampler, dream_filter, dream_sample, transfer_count
 from codila_engine.sampling import top_p_filter
 
 V, MASK = 50, 49
@@ -119,7 +119,7 @@ def test_dream_decoder_runs_from_the_engine(engine):
 
 
 def test_im_end_ends_a_completion_like_eos(tmp_path):
-    from codila_engine.checkpoint import load_tokenizer
+    from codila_engine.models.checkpoint import load_tokenizer
     from codila_engine.engine import turn_ends
     from tiny_models import build_fim_model
 

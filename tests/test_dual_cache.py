@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from codila_engine.config import DecodeConfig
-from codila_engine.dual_cache import DualCacheDLM
+from codila_engine.decoding.dual_cache import DualCacheDLM
 
 PREFIX = "def add(a, b):\n"
 SUFFIX = "\nprint(add(1, 2))\n"

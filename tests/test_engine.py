@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from codila_engine.config import DecodeConfig
 from codila_engine.engine import Engine
-from codila_engine.vocab import VocabularyMismatch
+from codila_engine.models.vocab import VocabularyMismatch
 from tiny_models import build_pair
 
 PREFIX = "def add(a, b):\n"

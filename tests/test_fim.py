@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import Qwen2Config
 
-from codila_engine.ar import LocalAR
-from codila_engine.checkpoint import load_tokenizer
+from codila_engine.models.ar import LocalAR
+from codila_engine.models.checkpoint import load_tokenizer
 from codila_engine.config import DecodeConfig
 from codila_engine.engine import Engine
-from codila_engine.fim import FimTokens, NoFimTokens, StopRules
+from codila_engine.decoding.fim import FimTokens, NoFimTokens, StopRules
 from tiny_models import build_fim_model
 
 

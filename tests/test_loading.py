@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from codila_engine.checkpoint import ModelFolderError
+from codila_engine.models.checkpoint import ModelFolderError
 from codila_engine.cli import main
-from codila_engine.dlm import DreamDLM
-from codila_engine.ar import LocalAR
+from codila_engine.models.dlm import DreamDLM
+from codila_engine.models.ar import LocalAR
 from codila_engine.engine import Engine
 
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from codila_engine.canvas import Canvas
-from codila_engine.conditioning import ar_marginals, soft_tokens, think_wrap
+from codila_engine.decoding.canvas import Canvas
+from codila_engine.decoding.conditioning import ar_marginals, soft_tokens, think_wrap
 from codila_engine.config import DecodeConfig
 from codila_engine.sampling import entropy, sample, top_p_filter
-from codila_engine.selection import confident_prefix, dynamic_choice, mean_open_entropy, static_choice
+from codila_engine.decoding.selection import confident_prefix, dynamic_choice, mean_open_entropy, static_choice
 
 
 def test_entropy_uniform_and_onehot():
@@ -151,7 +151,7 @@ def test_config_validation_and_rounding():
 
 
 def test_the_dlm_commits_on_its_own_only_ids_the_ar_shares():
-    from codila_engine.vocab import VocabBridge, shared_only
+    from codila_engine.models.vocab import VocabBridge, shared_only
 
     keep = torch.tensor([True, False, True, True])  # id 1 is DLM-only; ids 4, 5 lie beyond the AR's rows
     bridge = VocabBridge(keep=keep, ar_allowed=keep, eos_id=0, think_id=2, end_think_id=3)

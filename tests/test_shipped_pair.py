@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from codila_engine.checkpoint import model_folders, shipped_models
+from codila_engine.prepare.folders import model_folders, shipped_models
 from codila_engine.config import DecodeConfig
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
@@ -43,21 +43,23 @@ def test_model_folders_given_then_installed_pair_then_default_model(monkeypatch,
         model_folders("a", None, "codila")
     with pytest.raises(ValueError, match="fim decoder needs --ar: give --ar too"):
         model_folders("a", None, "fim")
-    monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: (tmp_path / "d", tmp_path / "r"))
+    monkeypatch.setattr("codila_engine.prepare.folders.shipped_models", lambda: (tmp_path / "d", tmp_path / "r"))
     assert pick(None, None) == (str(tmp_path / "d"), str(tmp_path / "r"))
     assert pick("", "") == (str(tmp_path / "d"), str(tmp_path / "r"))  # unset $DLM / $AR
-    monkeypatch.setattr("codila_engine.checkpoint.shipped_models", lambda: None)
-    monkeypatch.setattr("codila_engine.default_model.default_model_folder", lambda *a, **k: tmp_path / "qwen")
-    monkeypatch.setattr("codila_engine.default_model.adapted_folder", lambda kind, *a, **k: tmp_path / f"qwen-{kind}")
+    monkeypatch.setattr("codila_engine.prepare.folders.shipped_models", lambda: None)
+    monkeypatch.setattr("codila_engine.prepare.default_model.default_model_folder", lambda *a, **k: tmp_path / "qwen")
+    monkeypatch.setattr(
+        "codila_engine.prepare.default_model.adapted_folder", lambda kind, *a, **k: tmp_path / f"qwen-{kind}"
+    )
     assert pick(None, None) == (None, str(tmp_path / "qwen")) and pick(None, None, "fim") == (
         None,
         str(tmp_path / "qwen"),
     )
     assert pick(None, None, "dream") == pick(None, None, "dlm") == (str(tmp_path / "qwen-dlm"), None)
-    monkeypatch.setattr("codila_engine.default_model.adapted_source", lambda kind: None)  # no AR adapter ships
+    monkeypatch.setattr("codila_engine.prepare.default_model.adapted_source", lambda kind: None)  # no AR adapter ships
     with pytest.raises(ValueError, match="the codila decoder needs a DLM and a CoDiLA-finetuned AR"):
         model_folders(None, None, "codila")
-    monkeypatch.setattr("codila_engine.default_model.adapted_source", lambda kind: kind)  # it ships
+    monkeypatch.setattr("codila_engine.prepare.default_model.adapted_source", lambda kind: kind)  # it ships
     assert pick(None, None, "codila") == (str(tmp_path / "qwen-dlm"), str(tmp_path / "qwen-ar"))
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from codila_engine.config import DecodeConfig
-from codila_engine.static_ar import StaticBlockDecoder
+from codila_engine.models.static_ar import StaticBlockDecoder
 
 PREFIX = "def add(a, b):\n"
 SUFFIX = "\nprint(add(1, 2))\n"

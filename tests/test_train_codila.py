@@ -2,14 +2,14 @@
 
 import torch
 
-from codila_engine.ar import LocalAR
-from codila_engine.codila import block_inputs
+from codila_engine.models.ar import LocalAR
+from codila_engine.decoding.codila import block_inputs
 from codila_engine.train.ar_codila import CodilaTask, block_marginals, codila_loss, train_ar_codila
 from codila_engine.train.loop import LoopConfig
 from codila_engine.train.masking import codila_block_mask
 from codila_engine.train.models import new_ar, new_dlm, save_ar, save_dream
-from codila_engine.dlm import DreamDLM
-from codila_engine.vocab import build_bridge
+from codila_engine.models.dlm import DreamDLM
+from codila_engine.models.vocab import build_bridge
 from test_train_pipeline import TINY, _mean, data, tokenizer  # noqa: F401  (module fixtures)
 
 

@@ -115,8 +115,8 @@ def test_dream_folder_loads_as_qwen2_without_missing_keys(tokenizer, tmp_path):
 
 
 def test_engine_loads_both_folders(tokenizer, tmp_path):
-    from codila_engine.ar import LocalAR
-    from codila_engine.dlm import DreamDLM
+    from codila_engine.models.ar import LocalAR
+    from codila_engine.models.dlm import DreamDLM
 
     dlm = DreamDLM.load(save_dream(new_dlm(TINY, tokenizer), tokenizer, tmp_path / "d"), device=torch.device("cpu"))
     assert dlm.mask_id == tokenizer.mask_token_id
@@ -248,7 +248,7 @@ def test_packing_refuses_instruction_data(tokenizer):
 
 
 def test_causal_objective_trains_the_dlm_as_an_ar_then_loads_bidirectional(tokenizer, data, tmp_path):
-    from codila_engine.dlm import DreamDLM
+    from codila_engine.models.dlm import DreamDLM
 
     torch.manual_seed(0)
     cfg = _cfg(tmp_path, steps=30)

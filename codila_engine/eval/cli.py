@@ -12,7 +12,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from codila_engine.cli import add_decode_args, add_model_args
+from codila_engine.options import add_decode_args, add_model_args
 from codila_engine.config import DecodeConfig
 from codila_engine.eval import execution
 from codila_engine.eval.humaneval import SPLITS

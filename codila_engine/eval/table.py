@@ -129,8 +129,8 @@ def heldout_row(engine, setup: Setup, task: HeldOutTask) -> dict:
 
 def runnable(families: Sequence[str], models) -> list[str]:
     """The families these models can run: an AR alone runs only fim, and only if it knows FIM."""
-    from codila_engine.checkpoint import load_tokenizer
-    from codila_engine.fim import FimTokens, NoFimTokens
+    from codila_engine.models.checkpoint import load_tokenizer
+    from codila_engine.decoding.fim import FimTokens, NoFimTokens
 
     have = {"dlm": models.dlm is not None, "ar": models.ar is not None}
     runs = [f for f in families if all(have[m] for m in NEEDS.get(f, ("dlm", "ar")))]
@@ -443,7 +443,7 @@ def cmd_table(args) -> int:
 
     import torch
 
-    from codila_engine.checkpoint import model_folders
+    from codila_engine.prepare.folders import model_folders
     from codila_engine.eval.client import ServerError
 
     models = model_folders(args.dlm, args.ar)

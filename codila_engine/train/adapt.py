@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from codila_engine.dlm import shifted_positions
+from codila_engine.models.dlm import shifted_positions
 from codila_engine.train.dlm_pretrain import dlm_loss
 from codila_engine.train.loop import LoopConfig, TrainResult, starting_model, train
 from codila_engine.train.masking import DlmNoise
@@ -35,7 +35,7 @@ def renamed_tokenizer(base_folder: str | Path, names: dict[str, int], **roles):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from codila_engine.checkpoint import load_tokenizer
+    from codila_engine.models.checkpoint import load_tokenizer
 
     base = load_tokenizer(Path(base_folder))
     data = json.loads(base.backend_tokenizer.to_str())

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from codila_engine.dlm import DreamDLM
+from codila_engine.models.dlm import DreamDLM
 from codila_engine.train.adapt import load_base, load_lora, new_lora, renamed_tokenizer
 from codila_engine.train.ar_codila import CodilaTask, codila_loss
 from codila_engine.train.loop import LoopConfig, TrainResult, starting_model, train
 from codila_engine.train.sequences import SequenceData
-from codila_engine.vocab import build_bridge
+from codila_engine.models.vocab import build_bridge
 
 THINK_TOKENS = {"<think>": 151667, "</think>": 151668}  # Qwen3's ids, the paper's AR format
 ROWS_FILE = "think_rows.safetensors"

@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from codila_engine.conditioning import soft_tokens, think_wrap
-from codila_engine.dlm import DreamDLM, shifted_positions
+from codila_engine.decoding.conditioning import soft_tokens, think_wrap
+from codila_engine.models.dlm import DreamDLM, shifted_positions
 from codila_engine.train.loop import LoopConfig, TrainResult, resume_folder, train
 from codila_engine.train.masking import codila_block_mask
 from codila_engine.train.models import load_ar, save_ar
 from codila_engine.train.sequences import Batch, SequenceData
-from codila_engine.vocab import VocabBridge, build_bridge
+from codila_engine.models.vocab import VocabBridge, build_bridge
 
 
 @dataclass(frozen=True)

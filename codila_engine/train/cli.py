@@ -296,7 +296,7 @@ def _setup(args):
     import torch
     from transformers.utils import logging as hf_logging
 
-    from codila_engine.checkpoint import default_device
+    from codila_engine.models.checkpoint import default_device
     from codila_engine.train.loop import LoopConfig
     from codila_engine.train.tokenizer import load_tokenizer
 
@@ -388,8 +388,8 @@ def run_dlm(args) -> None:
 
 def _adapt_setup(args, command: str, make_tokenizer):
     """The base folder, loop config, device, dtype, tokenizer and data of dlm-adapt / ar-adapt."""
-    from codila_engine.checkpoint import default_dtype
-    from codila_engine.default_model import default_model_folder
+    from codila_engine.models.checkpoint import default_dtype
+    from codila_engine.prepare.default_model import default_model_folder
     from codila_engine.train.corpus import Corpus, read_python_dirs
 
     if not args.held_out_dir:
@@ -430,7 +430,7 @@ def run_dlm_adapt(args) -> None:
 
 
 def run_ar_adapt(args) -> None:
-    from codila_engine.default_model import adapted_folder
+    from codila_engine.prepare.default_model import adapted_folder
     from codila_engine.train.ar_adapt import ar_tokenizer, train_ar_adapt
 
     base, cfg, device, dtype, tokenizer, data = _adapt_setup(args, "ar-adapt", ar_tokenizer)
@@ -468,7 +468,7 @@ def run_dlm_curve(args) -> None:
 
 
 def run_export(args) -> None:
-    from codila_engine.default_model import default_model_folder
+    from codila_engine.prepare.default_model import default_model_folder
     from codila_engine.train.adapt import export_dream
     from codila_engine.train.ar_adapt import export_ar
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from codila_engine.dlm import shifted_positions
+from codila_engine.models.dlm import shifted_positions
 from codila_engine.train.ar_pretrain import ar_loss
 from codila_engine.train.loop import LoopConfig, TrainResult, starting_model, train
 from codila_engine.train.masking import IGNORE, DlmNoise, dlm_mask

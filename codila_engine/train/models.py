@@ -102,12 +102,12 @@ def save_ar(model, tokenizer, folder: str | Path, max_shard_size: str = MAX_SHAR
 
 def load_dlm(folder: str | Path, device: torch.device):
     """A Dream folder's model in float32 for training, via the engine's loader."""
-    from codila_engine.dlm import DreamDLM
+    from codila_engine.models.dlm import DreamDLM
 
     return DreamDLM.load(folder, device=device, dtype=torch.float32).model.train()
 
 
 def load_ar(folder: str | Path, device: torch.device):
-    from codila_engine.ar import LocalAR
+    from codila_engine.models.ar import LocalAR
 
     return LocalAR.load(folder, device=device, dtype=torch.float32).model.train()

@@ -89,7 +89,7 @@ def save_tokenizer(tokenizer, folder: str | Path) -> Path:
 
 def load_tokenizer(folder: str | Path):
     """The tokenizer in `folder`: ours, or a model folder's (tokenizer.json or Qwen2's BPE files)."""
-    from codila_engine.checkpoint import load_tokenizer as load_model_tokenizer
+    from codila_engine.models.checkpoint import load_tokenizer as load_model_tokenizer
 
     folder = Path(folder)
     if not (folder / "tokenizer.json").is_file() and not (folder / "vocab.json").is_file():

@@ -30,8 +30,8 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from codila_engine import installed_version
-from codila_engine.checkpoint import DamagedModel, ModelFolderError
-from codila_engine.convert import convert_adapted, convert_gguf, say
+from codila_engine.models.checkpoint import DamagedModel, ModelFolderError
+from codila_engine.prepare.convert import convert_adapted, convert_gguf, say
 
 MANIFEST = "codila-prepared.json"
 GGUF_NAME = "source.gguf"  # the joined GGUF, inside the temporary folder only
@@ -80,7 +80,7 @@ DEFAULT = GgufSource(
 )
 
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parent.parent / "assets"
 ADAPTERS = {  # kind: (the shipped checkpoint, the file that trains besides the LoRA weights)
     "dlm": (ASSETS / "qwen2.5-coder-0.5b-dlm-adapter", "mask_vector.safetensors"),  # codila train dlm-adapt
     "ar": (ASSETS / "qwen2.5-coder-0.5b-ar-adapter", "think_rows.safetensors"),  # codila train ar-adapt

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from codila_engine.ar import LocalAR
-from codila_engine.canvas import Canvas, Decode
-from codila_engine.clock import Clock
+from codila_engine.models.ar import LocalAR
+from codila_engine.decoding.canvas import Canvas, Decode
+from codila_engine.decoding.clock import Clock
 from codila_engine.config import DecodeConfig
-from codila_engine.events import Commit
+from codila_engine.decoding.events import Commit
 from codila_engine.sampling import sample
 
 FIM_NAMES = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")

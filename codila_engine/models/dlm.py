@@ -12,7 +12,7 @@ from typing import Protocol
 
 import torch
 
-from codila_engine.checkpoint import load_checkpoint
+from codila_engine.models.checkpoint import load_checkpoint
 
 
 def shifted_positions(positions: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
 
-from codila_engine.ar import BlockDrafts, LocalAR
+from codila_engine.models.ar import BlockDrafts, LocalAR
 from codila_engine.sampling import entropy, top_p_filter
 
 

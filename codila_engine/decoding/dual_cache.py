@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
-from codila_engine.dlm import DreamDLM, shifted_positions
+from codila_engine.models.dlm import DreamDLM, shifted_positions
 
 
 class DualCacheDLM:

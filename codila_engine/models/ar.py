@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 from transformers import DynamicCache
 
-from codila_engine.checkpoint import check_folder, load_checkpoint, read_config
+from codila_engine.models.checkpoint import check_folder, load_checkpoint, read_config
 from codila_engine.sampling import entropy, sample
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterator, Protocol
 
-from codila_engine.canvas import Canvas, Decode
-from codila_engine.clock import Clock
-from codila_engine.events import Commit, Event, Result, Stats
+from codila_engine.decoding.canvas import Canvas, Decode
+from codila_engine.decoding.clock import Clock
+from codila_engine.decoding.events import Commit, Event, Result, Stats
 
 
 class CancelFlag(Protocol):

@@ -97,7 +97,8 @@ def measure_decoding(args, cache_dir: str | None) -> dict:
     """Load time and request speeds for each dtype asked for."""
     import torch
 
-    from codila_engine.checkpoint import default_device, default_dtype, model_folders
+    from codila_engine.models.checkpoint import default_device, default_dtype
+    from codila_engine.prepare.folders import model_folders
     from codila_engine.config import DecodeConfig
     from codila_engine.engine import Engine
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import torch
 
-from codila_engine.canvas import Canvas
-from codila_engine.clock import Clock
+from codila_engine.decoding.canvas import Canvas
+from codila_engine.decoding.clock import Clock
 from codila_engine.config import DecodeConfig
-from codila_engine.dlm import Marginals
-from codila_engine.events import Commit
+from codila_engine.models.dlm import Marginals
+from codila_engine.decoding.events import Commit
 
 
 def dream_filter(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import torch
 
-from codila_engine.ar import BlockDecoder
-from codila_engine.canvas import Canvas
-from codila_engine.clock import Clock
-from codila_engine.conditioning import soft_tokens, think_wrap
+from codila_engine.models.ar import BlockDecoder
+from codila_engine.decoding.canvas import Canvas
+from codila_engine.decoding.clock import Clock
+from codila_engine.decoding.conditioning import soft_tokens, think_wrap
 from codila_engine.config import DecodeConfig
-from codila_engine.dlm import Marginals
-from codila_engine.events import Commit
+from codila_engine.models.dlm import Marginals
+from codila_engine.decoding.events import Commit
 from codila_engine.sampling import sample
-from codila_engine.selection import dynamic_choice, static_choice
-from codila_engine.vocab import VocabBridge, shared_only
+from codila_engine.decoding.selection import dynamic_choice, static_choice
+from codila_engine.models.vocab import VocabBridge, shared_only
 
 
 def block_inputs(

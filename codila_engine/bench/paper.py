@@ -19,13 +19,13 @@ from datetime import date
 
 import torch
 
-from codila_engine.ar import LocalAR
-from codila_engine.canvas import Canvas
-from codila_engine.checkpoint import default_device, default_dtype
+from codila_engine.models.ar import LocalAR
+from codila_engine.decoding.canvas import Canvas
+from codila_engine.models.checkpoint import default_device, default_dtype
 from codila_engine.config import DecodeConfig
-from codila_engine.dlm import DreamDLM
+from codila_engine.models.dlm import DreamDLM
 from codila_engine.engine import Engine
-from codila_engine.vocab import VocabBridge
+from codila_engine.models.vocab import VocabBridge
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,7 @@ def add_bench_subcommand(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", help="also write the report to this JSON file (default: print only)")
     p.set_defaults(func=cmd_bench)
-    from codila_engine.bench_model import add_bench_model_subcommand
+    from codila_engine.bench.model import add_bench_model_subcommand
 
     add_bench_model_subcommand(p.add_subparsers(dest="bench", required=False, metavar="model"))
 
