@@ -19,7 +19,16 @@ from codila_engine.eval.heldout import (
     exact_match,
     syntax_valid,
 )
-from codila_engine.eval.table import BENCHMARKS, HUMANEVAL, claims, setups
+from codila_engine.eval.table import (
+    BENCHMARKS,
+    HUMANEVAL,
+    HUMANEVAL_MULTI,
+    README_MARKERS,
+    claims,
+    pareto_front,
+    readme_block,
+    setups,
+)
 
 pytestmark = pytest.mark.usefixtures("sandbox_or_unsafe")
 
@@ -125,15 +134,27 @@ def test_exact_match_ignores_trailing_space_and_blank_lines_only():
 
 
 def test_configurations_and_their_decoding_options():
-    plan = setups()
-    assert len(plan) == 3 + 3 * 6 and len({s.name for s in plan}) == len(plan)
-    assert [(s.family, s.cfg.decoder) for s in plan[:2]] == [("fim", "fim"), ("dream", "dream")]
-    k1 = plan[2]
-    assert (k1.name, k1.cfg.decoder, k1.cfg.k, k1.cfg.block_size) == ("DLM K=1", "dlm", 1, 1)
+    plan = setups()  # issue 11's rows
+    assert [s.name for s in plan] == [
+        "FIM (AR left to right)",
+        "DLM K=1",
+        "DLM K=4",
+        "CoDiLA B=2 static soft",
+        "CoDiLA B=4 static soft",
+        "CoDiLA B=8 static soft",
+        "CoDiLA B=4 static top-1",
+        "CoDiLA B=4 dynamic τ=0.1",
+        "CoDiLA B=4 dynamic τ=0.3",
+        "CoDiLA B=4 dynamic τ=0.6",
+    ]
+    k1 = plan[1]
+    assert (k1.cfg.decoder, k1.cfg.k, k1.cfg.block_size) == ("dlm", 1, 1)
     by = {s.name: s.cfg for s in plan}
-    assert by["DLM K=4"].k == 4 and by["CoDiLA B=8 static top-1"].conditioning == "top1"
-    assert (by["CoDiLA B=2 dynamic τ=0.6"].mode, by["CoDiLA B=2 dynamic τ=0.6"].threshold) == ("dynamic", 0.6)
+    assert by["DLM K=4"].k == 4 and by["CoDiLA B=4 static top-1"].conditioning == "top1"
+    assert by["CoDiLA B=8 static soft"].block_size == 8 and by["CoDiLA B=8 static soft"].conditioning == "soft"
+    assert (by["CoDiLA B=4 dynamic τ=0.6"].mode, by["CoDiLA B=4 dynamic τ=0.6"].threshold) == ("dynamic", 0.6)
     assert [s.name for s in setups([4], [0.2], ["dlm-kb", "dynamic"])] == ["DLM K=4", "CoDiLA B=4 dynamic τ=0.2"]
+    assert setups([2], families=["dream", "dlm-kb"])[0].family == "dream" and setups([2, 8])[2].name == "DLM K=2"
     with pytest.raises(ValueError, match="unknown configuration"):
         setups(families=["static"])
 
@@ -153,7 +174,7 @@ def test_claims_are_judged_from_the_numbers():
         "CoDiLA B=4 dynamic τ=0.5": m(0.49, 0.9, 0.4),
     }
     found = {c["claim"]: c for c in claims({"held-out single-line": res}, plan)}
-    beats = found["CoDiLA static soft beats DLM K=4"]
+    beats = found["CoDiLA static soft beats DLM K=4 (equal parallelism)"]
     assert beats["holds"] and "exact match 0.400 vs 0.200: holds; syntax-valid 0.700 vs 0.700: tie" in beats["text"]
     assert not found["soft beats top-1 (B=4)"]["holds"]
     dynamic = found["dynamic close to DLM K=1 with >= 2x fewer iterations (B=4)"]
@@ -161,9 +182,56 @@ def test_claims_are_judged_from_the_numbers():
     res["CoDiLA B=4 dynamic τ=0.5"] = m(0.4, 0.9, 0.4)  # fast enough but not close
     (dynamic,) = [c for c in claims({"held-out single-line": res}, plan) if c["claim"].startswith("dynamic")]
     assert not dynamic["holds"] and "-0.100" in dynamic["text"]
+    assert not any(c.startswith(("goal", "default")) for c in found)  # no FIM row, nothing to judge them by
     res["DLM K=1"] = m(0.0, 0.3, 1.0)  # nothing to come close to
     (dynamic,) = [c for c in claims({"held-out single-line": res}, plan) if c["claim"].startswith("dynamic")]
     assert dynamic["holds"] is None and dynamic["text"].endswith("untestable (DLM K=1 scores 0)")
+
+
+def test_goal_and_default_decoder_rule_are_judged_against_fim():
+    plan = setups([4], [0.3], ["fim", "static-soft"])
+
+    def m(p: float, tps: float) -> dict:
+        return {"n": 164, "pass_at_1": p, "syntax_valid": 0.9, "exact_match": 0.1, "tokens_per_s": tps}
+
+    def judged(soft: dict) -> dict:
+        res = {"FIM (AR left to right)": m(0.55, 7.0), "CoDiLA B=4 static soft": soft}
+        return {c["claim"].split(":")[0]: c for c in claims({HUMANEVAL: res}, plan)}
+
+    ok = judged(m(0.51, 10.5))  # 4 points below at exactly 1.5x
+    assert ok["goal"]["holds"] and "(-0.040), 1.50x" in ok["goal"]["text"]
+    assert ok["default-decoder rule"]["holds"] and "default becomes codila" in ok["default-decoder rule"]["text"]
+    slow = judged(m(0.51, 10.4))
+    assert not slow["goal"]["holds"] and slow["default-decoder rule"]["holds"]
+    weak = judged(m(0.27, 50.0))  # fast, but under half of FIM's 0.55
+    assert not weak["goal"]["holds"] and not weak["default-decoder rule"]["holds"]
+    assert "default stays fim" in weak["default-decoder rule"]["text"]
+
+
+def test_pareto_front_keeps_the_points_nothing_beats():
+    points = [(7.0, 0.55), (10.0, 0.3), (12.0, 0.35), (5.0, 0.5), (20.0, 0.1), (20.0, 0.05)]
+    assert pareto_front(points) == [(7.0, 0.55), (12.0, 0.35), (20.0, 0.1)]
+
+
+def test_readme_block_is_replaced_between_its_markers():
+    table = {
+        "date": "2026-12-01T00:00:00",
+        "device": "cpu",
+        "models": {"dlm": "d", "ar": "a", "fim_ar": "f"},
+        "settings": {"temperature": 0.0, "seed": 0},
+        "command": "codila eval table",
+        "results": {},
+        "tasks": {},
+        "configurations": [],
+        "claims": [],
+    }
+    begin, end = README_MARKERS
+    text = f"# R\n\n{begin}\nold table\n{end}\n\nafter\n"
+    new = readme_block(text, table)
+    assert "old table" not in new and new.endswith(f"{end}\n\nafter\n") and "`codila eval table`" in new
+    assert readme_block(new, table) == new
+    with pytest.raises(ValueError, match="no results block"):
+        readme_block("# R\n", table)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +278,7 @@ def _run(tiny_pair, out: Path, *extra: str) -> int:
     )
 
 
-def test_table_on_held_out_files(tiny_pair, data_dir, tmp_path, capsys):
+def test_table_on_held_out_files(tiny_pair, data_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "table"
     rc = _run(
         tiny_pair,
@@ -223,12 +291,13 @@ def test_table_on_held_out_files(tiny_pair, data_dir, tmp_path, capsys):
         "2",
         "--humaneval-limit",
         "0",
+        "--humaneval-multi-limit",
+        "0",
     )
     printed = capsys.readouterr()
     assert rc == 0, printed.err
-    table = json.loads((out / "table.json").read_text())
+    table = json.loads((out / "results.json").read_text())
     names = [
-        "Dream sampler (a step per token)",
         "DLM K=1",
         "DLM K=2",
         "CoDiLA B=2 static soft",
@@ -237,13 +306,14 @@ def test_table_on_held_out_files(tiny_pair, data_dir, tmp_path, capsys):
     ]  # no FIM row: the tiny AR has no FIM tokens
     assert [c["name"] for c in table["configurations"]] == names
     assert list(table["results"]) == list(BENCHMARKS[:2]) and table["tasks"] == dict.fromkeys(BENCHMARKS[:2], 2)
-    rows = [json.loads(line) for line in (out / "heldout.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 * 4 and {r["config"] for r in rows} == set(names)
+    stored = [json.loads(f.read_text()) for f in sorted((out / "rows").glob("held-out-*/*.json"))]
+    rows = [r for s in stored for r in s["rows"]]
+    assert len(stored) == 5 * 2 and len(rows) == 5 * 4 and {r["config"] for r in rows} == set(names)
     for bench, res in table["results"].items():
         for name in names:
             r = res[name]
             assert r["n"] == 2 and 0 <= r["exact_match"] <= 1 and 0 <= r["syntax_valid"] <= 1
-            assert r["tokens_per_s"] > 0 and r["pass_at_1"] is None
+            assert r["tokens_per_s"] > 0 and r["pass_at_1"] is None and r["first_draft_s"] > 0
         assert res["DLM K=1"]["iterations_per_token"] >= 1  # one token per iteration, EOS dropped
         assert res["DLM K=2"]["iterations_per_token"] >= 0.5
     ids = {r["masks"] for r in rows if r["config"] == "DLM K=1"}
@@ -251,7 +321,19 @@ def test_table_on_held_out_files(tiny_pair, data_dir, tmp_path, capsys):
     assert table["tasks"] and table["claims"] and all(c["text"] in printed.out for c in table["claims"])
     md = (out / "table.md").read_text()
     assert all(f"| {n} |" in md for n in names) and "**held-out multi-line** (2 tasks)" in md
-    assert (out / "accuracy_vs_speed.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    # --resume measures nothing that is stored with the same settings, and again what changed
+    import codila_engine.eval.table as table_module
+
+    def no_decoding(*args):
+        raise AssertionError("a stored row was measured again")
+
+    monkeypatch.setattr(table_module, "heldout_row", no_decoding)
+    again = ("--data-dir", str(data_dir), "--held-out-fraction", "0.7", "--held-out-tasks", "2", "--humaneval-limit")
+    assert _run(tiny_pair, out, *again, "0", "--humaneval-multi-limit", "0", "--resume") == 0
+    assert json.loads((out / "results.json").read_text())["results"] == table["results"]
+    with pytest.raises(AssertionError, match="measured again"):
+        _run(tiny_pair, out, *again, "0", "--humaneval-multi-limit", "0", "--resume", "--seed", "1")
 
 
 def test_table_on_humaneval_through_the_server(tiny_pair, tmp_path, monkeypatch, capsys):
@@ -266,18 +348,28 @@ def test_table_on_humaneval_through_the_server(tiny_pair, tmp_path, monkeypatch,
         "2",
         "--humaneval-max-tokens",
         "6",
+        "--humaneval-multi-limit",
+        "1",
+        "--humaneval-multi-max-tokens",
+        "4",
         "--configs",
         "dlm-kb",
         "static-soft",
     )
     assert rc == 0, capsys.readouterr().err
-    table = json.loads((out / "table.json").read_text())
-    assert table["tasks"] == {HUMANEVAL: 2} and list(table["results"]) == [HUMANEVAL]
+    table = json.loads((out / "results.json").read_text())
+    assert table["tasks"] == {HUMANEVAL: 2, HUMANEVAL_MULTI: 1} and list(table["results"]) == [
+        HUMANEVAL,
+        HUMANEVAL_MULTI,
+    ]
     for name in ("DLM K=2", "CoDiLA B=2 static soft"):
         r = table["results"][HUMANEVAL][name]
         assert r["n"] == 2 and r["request_errors"] == 0 and 0 <= r["pass_at_1"] <= r["syntax_valid"] <= 1
         assert r["iterations_per_token"] >= 0.5 and r["tokens_per_s"] > 0  # 3 iterations, at most 6 tokens
-    summaries = [json.loads(f.read_text()) for f in sorted((out / "humaneval").glob("*/summary.json"))]
+    assert table["results"][HUMANEVAL_MULTI]["DLM K=2"]["n"] == 1
+    summaries = [
+        json.loads(f.read_text()) for f in sorted((out / "humaneval" / "humaneval-single-line").glob("*/summary.json"))
+    ]
     assert [(s["settings"]["initialization_options"]["decoder"], s["n"]) for s in summaries] == [
         ("codila", 2),
         ("dlm", 2),
@@ -286,13 +378,14 @@ def test_table_on_humaneval_through_the_server(tiny_pair, tmp_path, monkeypatch,
         s["settings"]["max_tokens"] == 6 and s["settings"]["initialization_options"]["blockSize"] == 2
         for s in summaries
     )
-    assert "pass@1 |" in (out / "table.md").read_text() and (out / "accuracy_vs_speed.png").is_file()
+    assert "pass@1 |" in (out / "table.md").read_text() and (out / "pareto.png").is_file()
 
 
 def test_table_errors_name_the_problem(tiny_pair, tmp_path, capsys, monkeypatch):
     assert _run(tiny_pair, tmp_path / "a", "--humaneval-limit", "0") == 2
-    assert "pass --data-dir DIR" in capsys.readouterr().err
-    assert _run(tiny_pair, tmp_path / "b", "--held-out-tasks", "0", "--humaneval-limit", "0") == 2
+    assert "pass --held-out-dir DIR" in capsys.readouterr().err
+    none = ("--held-out-tasks", "0", "--humaneval-limit", "0", "--humaneval-multi-limit", "0")
+    assert _run(tiny_pair, tmp_path / "b", *none) == 2
     assert "nothing to measure" in capsys.readouterr().err
     assert _run(tiny_pair, tmp_path / "c", "--data-dir", str(tmp_path / "missing"), "--humaneval-limit", "0") == 2
     assert "does not exist" in capsys.readouterr().err
