@@ -210,11 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from codila_engine.bench.paper import add_bench_subcommand
     from codila_engine.prepare.default_model import add_models_subcommand
+    from codila_engine.serve.cli import add_serve_subcommands
 
     add_eval_subcommands(sub)
     add_train_subcommands(sub)
     add_bench_subcommand(sub)
     add_models_subcommand(sub)
+    add_serve_subcommands(sub)
     for each in parsers(parser):
         each.formatter_class = DefaultsFormatter
         for action in each._actions:  # argparse prints no help line at all for help=None

@@ -30,7 +30,8 @@ def lead(text: str, span: Span) -> str:
 
 
 def _indent_of(line: str) -> str:
-    return _INDENT.match(line).group()
+    match = _INDENT.match(line)
+    return match.group() if match else ""  # the pattern matches anywhere, if only ""
 
 
 def trim(fill: str, span: Span, suffix: str) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
+from codila_engine.config import is_int
+
 USAGE = (
     'expected {"textDocument": {"uri": ...}, "range": {"start": {"line", "character"}, '
     '"end": {...}}, "maxTokens"?: int, "singleLine"?: bool} (or the arguments [uri, range])'
@@ -28,17 +30,18 @@ class InfillParams:
 
 
 def _uinteger(value: Any, low: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= UINTEGER_MAX
+    return is_int(value) and low <= value <= UINTEGER_MAX
 
 
 def _position(value: Any, where: str) -> types.Position:
     if not isinstance(value, dict):
         raise JsonRpcInvalidParams(f"codila/infill: {where} must be a position object; {USAGE}")
-    line, char = value.get("line"), value.get("character")
-    for name, v in (("line", line), ("character", char)):
-        if not _uinteger(v):
-            raise JsonRpcInvalidParams(f"codila/infill: {where}.{name} must be an integer in [0, 2^31), got {v!r}")
-    return types.Position(line=line, character=char)
+    for name in ("line", "character"):
+        if not _uinteger(value.get(name)):
+            raise JsonRpcInvalidParams(
+                f"codila/infill: {where}.{name} must be an integer in [0, 2^31), got {value.get(name)!r}"
+            )
+    return types.Position(line=value["line"], character=value["character"])
 
 
 def parse_infill_params(raw: Any) -> InfillParams:

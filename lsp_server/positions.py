@@ -49,18 +49,18 @@ class LineIndex:
 
 
 UTF16, UTF8, UTF32 = "utf-16", "utf-8", "utf-32"  # LSP 3.17 position encodings
-_CODECS = {UTF16: "utf-16-le", UTF8: "utf-8", UTF32: None}
-_UNIT_BYTES = {UTF16: 2, UTF8: 1}
+_CODECS = {UTF16: ("utf-16-le", 2), UTF8: ("utf-8", 1)}  # codec, bytes per unit (UTF-32 counts characters)
 
 
 def column_length(text: str, encoding: str = UTF16) -> int:
     """Length of a string as an LSP client counts it (UTF-16 units unless the client and
     server agreed on another position encoding at initialize); a lone surrogate is one unit."""
-    if encoding not in _CODECS:
-        raise ValueError(f"unknown position encoding {encoding!r}")
     if encoding == UTF32:
         return len(text)
-    return len(text.encode(_CODECS[encoding], "surrogatepass")) // _UNIT_BYTES[encoding]
+    if encoding not in _CODECS:
+        raise ValueError(f"unknown position encoding {encoding!r}")
+    codec, unit = _CODECS[encoding]
+    return len(text.encode(codec, "surrogatepass")) // unit
 
 
 def _check_offset(text: str, offset: int) -> None:

@@ -31,7 +31,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, TypeGuard
 
 import attrs
 import cattrs
@@ -132,7 +132,7 @@ def strict_converter() -> cattrs.Converter:
 
 def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
     """The hook for a JSON scalar type; it also serves the enums built on it (IntEnum, str enums)."""
-    accepted = (int, float) if kind is float else kind
+    accepted: Any = (int, float) if kind is float else kind
 
     def structure(value: Any, target: type) -> Any:
         if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
@@ -144,9 +144,8 @@ def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
 
 def _object(cls: type, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
     """lsprotocol's structuring of an attrs class (camelCase keys), for JSON objects only."""
-    fields = cattrs.gen.make_dict_structure_fn(
-        cls, converter, **{a.name: cattrs.gen.override(rename=_camel(a.name)) for a in attrs.fields(cls)}
-    )
+    renamed: dict[str, Any] = {a.name: cattrs.gen.override(rename=_camel(a.name)) for a in attrs.fields(cls)}
+    fields: Callable[[Any, Any], Any] = cattrs.gen.make_dict_structure_fn(cls, converter, **renamed)
 
     def structure(value: Any, kind: Any) -> Any:
         if not isinstance(value, dict):
@@ -194,7 +193,7 @@ def _answer_id(message: Any) -> tuple[bool, Any]:
     return True, message["id"] if _valid_id(message["id"]) else None
 
 
-def _valid_id(value: Any) -> bool:
+def _valid_id(value: Any) -> TypeGuard[int | str]:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
@@ -207,11 +206,10 @@ class Protocol(LanguageServerProtocol):
     """pygls' protocol with the checks above; `custom` and `commands` hold the parsers of custom
     requests' params and of commands' arguments, keyed by method and command."""
 
-    custom: ClassVar[dict[str, Callable[[Any], Any]]] = {}
-    commands: ClassVar[dict[str, Callable[[Any], Any]]] = {}
-
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.custom: dict[str, Callable[[Any], Any]] = {}
+        self.commands: dict[str, Callable[[Any], Any]] = {}
         self._methods: dict[Any, str] = {}  # request id -> method, for the log line of its answer
 
     # --- incoming messages --------------------------------------------------------------
@@ -281,9 +279,10 @@ class Protocol(LanguageServerProtocol):
         """The message with params of its type, or of the parser registered for the method."""
         parse, kind = self.custom.get(method), self.get_message_type(method)
         if parse is not None or kind is None:  # kind None: a custom method, or a notification pygls ignores
-            params = message.get("params")
-            fields = {"method": method, "jsonrpc": "2.0", "params": parse(params) if parse else params}
-            return JsonRPCRequestMessage(id=message["id"], **fields) if request else JsonRPCNotification(**fields)
+            params = parse(message.get("params")) if parse else message.get("params")
+            if request:
+                return JsonRPCRequestMessage(id=message["id"], method=method, jsonrpc="2.0", params=params)
+            return JsonRPCNotification(method=method, jsonrpc="2.0", params=params)
         try:
             checked = self._converter.structure(message, kind)
         except Exception as exc:  # structuring depends on the message alone: any failure is the client's

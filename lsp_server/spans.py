@@ -136,9 +136,9 @@ def choose_span(text: str, offset: int, caps: SpanCaps = SpanCaps()) -> Span:
     if _inside_expression(root, cursor):
         return line_rest
 
-    cursor_indent = _INDENT.match(text, line_start).group()[: offset - line_start]
+    cursor_indent = _indent(text, line_start)[: offset - line_start]
     next_line = _next_text_line(index, line)
-    next_indent = None if next_line is None else _INDENT.match(text, index.starts[next_line]).group()
+    next_indent = None if next_line is None else _indent(text, index.starts[next_line])
     end = line_end  # only whitespace is left on the line: the fill replaces it
 
     code_end = _code_end(root, data, cursor)
@@ -147,7 +147,7 @@ def choose_span(text: str, offset: int, caps: SpanCaps = SpanCaps()) -> Span:
     else:
         verdict, anchor = _classify(root, data, code_end)
         on_cursor_line = code_end > offset_to_byte(text, line_start)
-    anchor_indent = _BYTE_INDENT.match(data, _line_start_byte(data, anchor)).group().decode()
+    anchor_indent = _byte_indent(data, _line_start_byte(data, anchor))
     if verdict == "header":
         candidates = [next_indent] + ([] if on_cursor_line else [cursor_indent])
         indent = _body_indent(anchor_indent, candidates, index)
@@ -184,10 +184,22 @@ def _code_end(root: Node, data: bytes, byte: int) -> int | None:
     end = len(data[:byte].rstrip())
     while end > 0:
         node = root.descendant_for_byte_range(end - 1, end)
+        assert node is not None  # a byte inside the tree
         if node.type != "comment":
             return end
         end = len(data[: node.start_byte].rstrip())
     return None
+
+
+def _indent(text: str, start: int = 0) -> str:
+    """The spaces and tabs at text[start:] (the pattern matches anywhere, if only "")."""
+    match = _INDENT.match(text, start)
+    return match.group() if match else ""
+
+
+def _byte_indent(data: bytes, start: int) -> str:
+    match = _BYTE_INDENT.match(data, start)
+    return match.group().decode() if match else ""
 
 
 def _line_start_byte(data: bytes, byte: int) -> int:
@@ -210,6 +222,7 @@ def _has_error(root: Node, low: int, high: int) -> bool:
 def _classify(root: Node, data: bytes, code_end: int) -> tuple[str, int]:
     """("header" | "incomplete" | "complete", byte whose line gives the indentation)."""
     tail = root.descendant_for_byte_range(code_end - 1, code_end)
+    assert tail is not None  # a byte inside the tree
     if tail.type == ":" and tail.parent is not None and tail.parent.type in _COMPOUND:
         return "header", tail.parent.start_byte
     line_start = _line_start_byte(data, code_end - 1)
@@ -268,8 +281,8 @@ def _indent_unit(index: LineIndex) -> str:
         if not text.strip():
             continue
         if previous is not None and previous.rstrip().endswith(":"):
-            outer = _INDENT.match(previous).group()
-            inner = _INDENT.match(text).group()
+            outer = _indent(previous)
+            inner = _indent(text)
             if inner.startswith(outer) and len(inner) > len(outer):
                 return inner[len(outer) :]
         previous = text

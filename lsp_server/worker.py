@@ -11,10 +11,15 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from codila_engine.config import DecodeConfig
 from codila_engine.decoding.events import Event, Result
+from codila_engine.serve.client import EngineUnavailable, RemoteEngine, RemoteModels
+
+if TYPE_CHECKING:  # both are imported on the worker thread, when the models load
+    from codila_engine.engine import Engine
+    from codila_engine.prepare.folders import Models
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +36,9 @@ class Unservable(ValueError):
 class DecodeWorker:
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codila-decode")
-        self._engine = None
+        self._engine: Engine | RemoteEngine | None = None
         self._key: tuple | None = None
-        self.models = None  # prepare.folders.Models of the loaded engine
+        self.models: Models | RemoteModels | None = None  # those of the loaded engine
 
     def _engine_for(
         self,
@@ -43,8 +48,15 @@ class DecodeWorker:
         dtype: str | None = None,
         cache_dir: str | None = None,
         decoder: str | None = None,
-    ):
-        """Load (or reuse) the engine; runs on the worker thread only."""
+        engine_url: str | None = None,
+        engine_token_file: str | None = None,
+    ) -> Engine | RemoteEngine:
+        """Load (or reuse) the engine; runs on the worker thread only. With an engine URL (a team
+        server, `codila serve`) the engine is that server's, and the model settings are its own; its
+        token comes from `engine_token_file`, else $CODILA_TOKEN_FILE or $CODILA_TOKEN."""
+        if engine_url:  # a thin client: torch and the models are never imported here
+            return self._remote(engine_url, engine_token_file)
+
         from codila_engine.prepare.folders import model_folders
         from codila_engine.engine import Engine
 
@@ -63,12 +75,31 @@ class DecodeWorker:
         self._engine, self._key, self.models = engine, key, models
         return engine
 
-    async def load(self, *key) -> None:
+    def _remote(self, url: str, token_file: str | None) -> RemoteEngine:
+        key = ("remote", url, token_file)
+        if isinstance(self._engine, RemoteEngine) and self._key == key:
+            return self._engine
+        self._engine, self._key = None, None
+        try:
+            engine = RemoteEngine.connect(url, token_file=token_file)
+        except (EngineUnavailable, ValueError, OSError) as exc:  # ValueError: a bad URL or no token
+            raise ModelsUnavailable(f"could not use the codila engine at {url}: {exc}") from exc
+        log.info("using the codila engine at %s: %s", url, engine.name)
+        self._engine, self._key, self.models = engine, key, engine.models
+        return engine
+
+    async def load(self, *key) -> Models | RemoteModels:
+        """Load the engine for `key` (the settings' model_key); returns its models."""
         await asyncio.get_running_loop().run_in_executor(self._pool, self._engine_for, *key)
+        assert self.models is not None  # the engine loaded, or _engine_for raised
+        return self.models
 
     async def count_tokens(self, key: tuple, text: str) -> int:
         def job() -> int:
-            return len(self._engine_for(*key).encode(text))
+            try:
+                return len(self._engine_for(*key).encode(text))
+            except EngineUnavailable as exc:
+                raise ModelsUnavailable(str(exc)) from None
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, job)
 
@@ -92,10 +123,17 @@ class DecodeWorker:
                 decoding = engine.decode(prefix, suffix, cfg, cancel=cancel)
             except ValueError as exc:
                 raise Unservable(str(exc)) from None
-            for event in decoding:
-                loop.call_soon_threadsafe(on_event, event)
-            loop.call_soon_threadsafe(on_done, decoding.result)
-            return decoding.result
+            except EngineUnavailable as exc:
+                raise ModelsUnavailable(str(exc)) from None
+            try:
+                for event in decoding:
+                    loop.call_soon_threadsafe(on_event, event)
+            except EngineUnavailable as exc:  # the team server lost the decode (its replica died twice)
+                raise ModelsUnavailable(str(exc)) from None
+            result = decoding.result
+            assert result is not None  # the iteration ended, so the decode has its result
+            loop.call_soon_threadsafe(on_done, result)
+            return result
 
         future = loop.run_in_executor(self._pool, job)
         try:

@@ -1,5 +1,6 @@
 """A raw LSP client for tests: runs `codila-lsp` over stdio, sends any bytes (malformed ones too)
-and records everything the server sends back, answering the server's own requests."""
+and records everything the server sends back, answering the server's own requests; and
+`shape_problems`, which checks such JSON against the shapes lsp_server/protocol.py declares."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import tempfile
 import threading
 import time
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +160,44 @@ class WireClient:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def shape_problems(value: Any, shape: Any, where: str = "params") -> list[str]:
+    """Where parsed JSON differs from a shape of lsp_server/protocol.py: a TypedDict (no keys it
+    does not declare, none it requires missing), a list, tuple or dict of shapes, a union, None,
+    Any or a JSON scalar type."""
+    origin, args = typing.get_origin(shape), typing.get_args(shape)
+    if shape is Any:
+        return []
+    if shape is None or shape is type(None):
+        return [] if value is None else [f"{where}: expected null, got {value!r}"]
+    if origin in (typing.Union, types.UnionType):
+        options = [shape_problems(value, option, where) for option in args]
+        return [] if [] in options else [problem for option in options for problem in option]
+    if typing.is_typeddict(shape):
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object ({shape.__name__}), got {value!r}"]
+        fields = typing.get_type_hints(shape)
+        problems = [f"{where}.{key}: not in {shape.__name__}" for key in value if key not in fields]
+        for key, kind in fields.items():
+            if key in value:
+                problems += shape_problems(value[key], kind, f"{where}.{key}")
+            elif key in shape.__required_keys__:
+                problems.append(f"{where}.{key}: missing")
+        return problems
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{where}: expected an array, got {value!r}"]
+        return [problem for i, item in enumerate(value) for problem in shape_problems(item, args[0], f"{where}[{i}]")]
+    if origin is tuple:
+        if not isinstance(value, list) or len(value) != len(args):
+            return [f"{where}: expected an array of {len(args)}, got {value!r}"]
+        return [problem for i, item in enumerate(value) for problem in shape_problems(item, args[i], f"{where}[{i}]")]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object, got {value!r}"]
+        return [problem for key, item in value.items() for problem in shape_problems(item, args[1], f"{where}.{key}")]
+    accepted = (int, float) if shape is float else shape
+    if not isinstance(value, accepted) or (isinstance(value, bool) and shape is not bool):
+        return [f"{where}: expected {shape.__name__}, got {value!r}"]
+    return []

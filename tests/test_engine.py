@@ -153,11 +153,12 @@ def test_infilling_keeps_prefix_and_suffix(engine, decoder):
     before = dec.canvas.ids.clone()
     result = dec.run()
     after = dec.canvas.ids
-    start, n = dec.canvas.start, dec.canvas.n
+    start, end = dec.canvas.start, dec.canvas.start + dec.canvas.span_length
+    assert dec.canvas.span_length == 8
     assert torch.equal(before[:start], after[:start])
-    assert torch.equal(before[start + n :], after[start + n :])
-    assert (after[start : start + n] != engine.dlm.mask_id).all()
-    assert result.ids == after[start : start + n].tolist()
+    assert torch.equal(before[end:], after[end:])
+    assert (after[start:end] != engine.dlm.mask_id).all()
+    assert result.ids == after[start:end].tolist()
 
 
 @pytest.fixture
@@ -278,7 +279,7 @@ def test_final_draft_equals_result(engine):
     for opts in (dict(), dict(mode="dynamic", threshold=2.0), dict(decoder="dlm")):
         events, result = events_of(engine, PREFIX, "", max_new_tokens=10, **opts)
         assert events[-1].draft == result.text and events[-1].masks == ()
-        assert len(result.ids) >= 10 and engine.decode_ids(result.ids).startswith(result.text)  # whole blocks
+        assert len(result.ids) == 12 and engine.decode_ids(result.ids).startswith(result.text)  # 10 in whole blocks
 
 
 def test_each_placeholder_of_a_draft_comes_with_the_tokens_it_stands_for(engine):
@@ -288,3 +289,26 @@ def test_each_placeholder_of_a_draft_comes_with_the_tokens_it_stands_for(engine)
         assert event.draft.count(placeholder) == len(event.masks)
         assert sum(event.masks) <= 12 - sum(len(e.positions) for e in events[: event.iteration])  # an EOS may end it
     assert events[-1].masks == ()
+
+
+@pytest.mark.parametrize("decoder", ["dlm", "codila"])
+def test_single_line_keeps_the_first_line_of_a_whole_span(engine, decoder):
+    """A DLM decoder fills the whole span; a single-line request keeps its first line (with its
+    line break where the span lies between line starts) and counts only the kept tokens."""
+    prefix, suffix = "def f(x):\n", "    return y\n"
+    cut_any = False
+    for seed in range(64):
+        if cut_any and seed >= 4:
+            break
+        opts = dict(decoder=decoder, max_new_tokens=16, block_size=4, seed=seed, temperature=1.0)
+        full = engine.decode(prefix, suffix, DecodeConfig(**opts)).run()
+        one = engine.decode(prefix, suffix, DecodeConfig(**opts, single_line=True)).run()
+        if "\n" in full.text.rstrip("\n"):  # a line break before the end: something to cut
+            cut_any = True
+            assert one.text == full.text[: full.text.index("\n") + 1]
+            assert one.stats.text_tokens < full.stats.text_tokens
+            assert engine.decode_ids(full.ids[: one.stats.text_tokens]).startswith(one.text.rstrip("\n"))
+        elif full.text.count("\n") <= 1:
+            assert one.text == full.text and one.stats.text_tokens == full.stats.text_tokens
+        assert one.stats.iterations == full.stats.iterations  # the whole span was decoded either way
+    assert cut_any, "no seed produced a line break: the test proves nothing"

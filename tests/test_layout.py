@@ -1,9 +1,10 @@
 """The layout's one rule, checked: no module imports from a layer above its own.
 
 Layers, bottom to top: settings and token math (config, sampling, options) -> models ->
-decoding -> the Engine facade (and the package's own public names) -> training library -> model preparation -> the tools (bench,
-eval, every `cli` module, the language server). A test, so that a new import that reaches up
-fails here instead of starting a cycle."""
+decoding -> the Engine facade (and the package's own public names) -> training library -> model
+preparation -> the tools (bench, eval, serve, every `cli` module, the language server). A test, so
+that a new import that reaches up fails here instead of starting a cycle. The team server
+(codila_engine/serve) is a tool that only the command line and the language server import."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ TOOLS = 6
 
 def layer(module: str) -> int | None:
     parts = module.split(".")
-    if parts[0] == "lsp_server" or parts[-1] == "cli" or (len(parts) > 1 and parts[1] in ("bench", "eval")):
+    if parts[0] == "lsp_server" or parts[-1] == "cli" or (len(parts) > 1 and parts[1] in ("bench", "eval", "serve")):
         return TOOLS
     if parts[0] != "codila_engine":
         return None  # not ours
@@ -58,3 +59,14 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     found = [(t, layer(t)) for t, _ in imports(bad)]
     assert found == [("codila_engine.engine", 3), ("codila_engine.decoding.loop", 2)]
     assert layer("codila_engine.models.ar") < layer("codila_engine.decoding.codila") < layer("codila_engine.engine")
+
+
+def test_only_the_command_line_and_the_language_server_import_the_team_server():
+    importers = []
+    for pkg in ("codila_engine", "lsp_server"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            if name.startswith("codila_engine.serve") or name.endswith("cli") or name.startswith("lsp_server"):
+                continue
+            importers += [f"{name} imports {t}" for t, _ in imports(path) if t.startswith("codila_engine.serve")]
+    assert importers == []

@@ -154,3 +154,25 @@ def test_dream_style_tokenizer_files(tiny_pair, tmp_path):
     assert engine.tokenizer.convert_tokens_to_ids("<|mask|>") == specials["<|mask|>"] == engine.dlm.mask_id
     assert not engine.bridge.keep[specials["<|beginoftext|>"]]
     assert engine.decode("x = 1\n", "").run().stats.iterations >= 1
+
+
+def test_cpu_dtype_follows_the_bf16_flags_not_a_timing(tmp_path, monkeypatch):
+    import torch
+
+    import codila_engine.models.checkpoint as ck
+
+    native, emulated = tmp_path / "native", tmp_path / "emulated"
+    native.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    emulated.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert "avx512_bf16" in ck.cpu_flags(native) and ck.cpu_flags(tmp_path / "missing") is None
+    read = ck.cpu_flags
+    monkeypatch.delenv("CODILA_DTYPE", raising=False)  # the suite pins float32; this test is about auto
+    monkeypatch.setattr(ck.time, "perf_counter", lambda: 1 / 0)  # a timing would raise
+    try:
+        for path, want in ((native, True), (emulated, False)):
+            ck.cpu_bf16_is_faster.cache_clear()
+            monkeypatch.setattr(ck, "cpu_flags", lambda path=path: read(path))
+            assert ck.cpu_bf16_is_faster() is want
+            assert ck.default_dtype(torch.device("cpu")) == (torch.bfloat16 if want else torch.float32)
+    finally:
+        ck.cpu_bf16_is_faster.cache_clear()

@@ -1,30 +1,57 @@
-"""codila-lsp end to end: the real server over stdio (pytest-lsp) with tiny random models."""
+"""codila-lsp end to end: the real server over stdio with tiny random models.
+
+Two servers serve the whole module: `client` (pytest-lsp's typed client, announcing work-done
+progress) and `wire` (raw JSON, tests/lsp_wire.py, for malformed input on purpose). No test needs
+a fresh one: tests leave the settings as they found them (`long_decodes` restores what it changes,
+and checks it did), reopen the documents they use and read only their own drafts. Two rely on the
+shared history: the load tests count the model loads since the server started (no test changes
+the model folders), and the last wire test shuts its server down, so it stays last.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import time
 
 import pytest
+import pytest_asyncio
 import pytest_lsp
-from lsp_wire import WireClient
+from lsp_wire import WireClient, shape_problems
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException
+from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
 from pytest_lsp import ClientServerConfig, LanguageClient
+
+from lsp_server import protocol
+
+shared_loop = pytest.mark.asyncio(loop_scope="module")  # for the async tests: the module's client runs there
 
 URI = "file:///work/example.py"
 SOURCE = "def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n"
+IC = types.TEXT_DOCUMENT_INLINE_COMPLETION
+CLIENT_SETTINGS = {"blockSize": 4, "spanCaps": {"lineRest": 8, "nextStatement": 12}}
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"]))
+def plain(value):
+    """pygls hands custom messages over as named tuples: the JSON they came as."""
+    if hasattr(value, "_asdict"):
+        value = value._asdict()
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+@pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"]))
 async def client(lsp_client: LanguageClient, tiny_pair):
     lsp_client.drafts = []
     lsp_client.edits = []
 
-    @lsp_client.feature("codila/draft")
+    @lsp_client.feature(protocol.DRAFT)
     def on_draft(params):
-        lsp_client.drafts.append(params)
+        lsp_client.drafts.append(plain(params))
 
     @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
     def on_edit(params: types.ApplyWorkspaceEditParams):
@@ -33,13 +60,12 @@ async def client(lsp_client: LanguageClient, tiny_pair):
 
     lsp_client.init_result = await lsp_client.initialize_session(
         types.InitializeParams(
-            capabilities=types.ClientCapabilities(),
+            capabilities=types.ClientCapabilities(window=types.WindowClientCapabilities(work_done_progress=True)),
             initialization_options={
                 "dlm": str(tiny_pair[0]),
                 "ar": str(tiny_pair[1]),
                 "device": "cpu",
-                "blockSize": 4,
-                "spanCaps": {"lineRest": 8, "nextStatement": 12},
+                **CLIENT_SETTINGS,
             },
         )
     )
@@ -71,24 +97,41 @@ def infill_params(start: tuple[int, int], end: tuple[int, int], uri: str = URI, 
     }
 
 
+async def infill(client: LanguageClient, params: dict):
+    return plain(await client.protocol.send_request_async(protocol.INFILL, params))
+
+
 def rng(r) -> tuple:
     if isinstance(r, dict):
         return (r["start"]["line"], r["start"]["character"], r["end"]["line"], r["end"]["character"])
-    if hasattr(r, "start") and hasattr(r.start, "_asdict"):
-        return (r.start.line, r.start.character, r.end.line, r.end.character)
     return (r.start.line, r.start.character, r.end.line, r.end.character)
 
 
-def field(obj, name):
-    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+async def until(condition, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        await asyncio.sleep(0.05)
 
 
+def progress_ended(client: LanguageClient, token) -> bool:
+    values = client.progress_reports.get(token, [])
+    return bool(values) and isinstance(values[-1], types.WorkDoneProgressEnd)
+
+
+def loads(client: LanguageClient) -> list[list]:
+    """The progress of each model load the server started."""
+    return [vs for vs in client.progress_reports.values() if vs and getattr(vs[0], "title", "") == protocol.LOADING]
+
+
+@shared_loop
 async def test_initialize_advertises_features(client: LanguageClient):
     caps = client.init_result.capabilities
     assert caps.inline_completion_provider is not None
-    assert "codila.infillSelection" in caps.execute_command_provider.commands
+    assert list(caps.execute_command_provider.commands) == list(protocol.COMMANDS)
 
 
+@shared_loop
 async def test_inline_completion_mid_line_replaces_rest_of_line(client: LanguageClient):
     open_doc(client)
     result = await client.text_document_inline_completion_async(inline_params(3, 6))
@@ -98,23 +141,26 @@ async def test_inline_completion_mid_line_replaces_rest_of_line(client: Language
     assert "\n" not in item.insert_text
 
 
+@shared_loop
 async def test_drafts_stream_before_response_and_last_equals_result(client: LanguageClient):
     open_doc(client)
+    client.drafts.clear()  # a finished request sends no more drafts
     result = await client.text_document_inline_completion_async(inline_params(1, 16))  # end of `return a + b`
-    drafts = [d for d in client.drafts if field(d, "uri") == URI]
+    drafts = client.drafts
     assert len(drafts) >= 2  # 12 masks in blocks of 4: 3 commits, then the final draft
-    assert [field(d, "done") for d in drafts] == [False] * (len(drafts) - 1) + [True]
-    assert len({field(d, "id") for d in drafts}) == 1
-    assert field(drafts[-1], "text") == result.items[0].insert_text
-    stats = field(drafts[-1], "stats")
-    stats = stats if isinstance(stats, dict) else stats._asdict()
+    assert all(shape_problems(d, protocol.NOTIFICATIONS[protocol.DRAFT]) == [] for d in drafts), drafts
+    assert [d["done"] for d in drafts] == [False] * (len(drafts) - 1) + [True]
+    assert len({d["id"] for d in drafts}) == 1 and {d["uri"] for d in drafts} == {URI}
+    assert drafts[-1]["text"] == result.items[0].insert_text
+    stats = drafts[-1]["stats"]
     assert stats["decoder"] == "codila" and stats["model"].startswith("DLM ") and stats["text_tokens"] >= 0
     assert stats["iterations"] == 3 and stats["tokens_per_s"] >= 0
-    assert all("stats" not in str(d) for d in drafts[:-1])  # only the final draft carries them
-    assert rng(field(drafts[0], "range")) == rng(result.items[0].range)
-    assert "\u22ef" in field(drafts[0], "text")  # still-masked blocks show the placeholder
+    assert all("stats" not in d for d in drafts[:-1])  # only the final draft carries them
+    assert rng(drafts[0]["range"]) == rng(result.items[0].range)
+    assert "\u22ef" in drafts[0]["text"]  # still-masked blocks show the placeholder
 
 
+@shared_loop
 async def test_position_outside_document_is_an_error(client: LanguageClient):
     open_doc(client)
     with pytest.raises(JsonRpcException, match="outside the document"):
@@ -125,6 +171,7 @@ async def test_position_outside_document_is_an_error(client: LanguageClient):
     assert len(result.items) == 1
 
 
+@shared_loop
 async def test_unknown_document_and_language(client: LanguageClient):
     with pytest.raises(JsonRpcException, match="unknown document"):
         await client.text_document_inline_completion_async(inline_params(0, 0, uri="file:///nope.py"))
@@ -133,6 +180,7 @@ async def test_unknown_document_and_language(client: LanguageClient):
         await client.text_document_inline_completion_async(inline_params(0, 3, uri="file:///work/x.rs"))
 
 
+@shared_loop
 async def test_malformed_infill_request_is_an_error(client: LanguageClient):
     open_doc(client)
     for bad in (
@@ -142,13 +190,14 @@ async def test_malformed_infill_request_is_an_error(client: LanguageClient):
         {"textDocument": {"uri": URI}, "range": {"start": {"line": "x", "character": 0}, "end": {}}},
     ):
         with pytest.raises(JsonRpcException, match="codila/infill"):
-            await client.protocol.send_request_async("codila/infill", bad)
+            await infill(client, bad)
     with pytest.raises(JsonRpcException, match="before its start"):
-        await client.protocol.send_request_async("codila/infill", infill_params((1, 5), (0, 2)))
-    reply = await client.protocol.send_request_async("codila/infill", infill_params((1, 11), (1, 16)))
-    assert rng(field(reply, "range")) == (1, 11, 1, 16)
+        await infill(client, infill_params((1, 5), (0, 2)))
+    reply = await infill(client, infill_params((1, 11), (1, 16)))
+    assert rng(reply["range"]) == (1, 11, 1, 16)
 
 
+@shared_loop
 async def test_non_ascii_document(client: LanguageClient):
     text = 'name = "caf\u00e9 \U0001f600"\nprint(name, "\u6570\u636e")\n'
     open_doc(client, text)
@@ -156,54 +205,65 @@ async def test_non_ascii_document(client: LanguageClient):
     result = await client.text_document_inline_completion_async(inline_params(1, 6))
     assert rng(result.items[0].range) == (1, 6, 1, 17)
     # the emoji counts 2 UTF-16 units: the closing quote of line 0 is at column 15, its end at 16
-    reply = await client.protocol.send_request_async("codila/infill", infill_params((0, 8), (0, 15)))
-    assert rng(field(reply, "range")) == (0, 8, 0, 15)
+    reply = await infill(client, infill_params((0, 8), (0, 15)))
+    assert rng(reply["range"]) == (0, 8, 0, 15)
     with pytest.raises(JsonRpcException, match="outside the document"):
         await client.text_document_inline_completion_async(inline_params(0, 17))
 
 
-async def _long_infill(client: LanguageClient, msg_id: str):
-    """A decode of 400 single-token iterations: long enough to interrupt."""
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"codila": {"blockSize": 1}}))
+@pytest_asyncio.fixture(loop_scope="module")
+async def long_decodes(client: LanguageClient):
+    """Decodes of 400 single-token iterations, long enough to interrupt (an infill of 400 masks, or
+    an inline completion at the end of a statement); the settings are restored afterwards."""
+    before = await client.protocol.send_request_async(protocol.SETTINGS)
+    long = {"blockSize": 1, "spanCaps": {"nextStatement": 400}}
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"codila": long}))
+    yield
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"codila": CLIENT_SETTINGS}))
+    assert plain(await client.protocol.send_request_async(protocol.SETTINGS)) == plain(before)
+
+
+def long_infill(client: LanguageClient, msg_id: str):
     return asyncio.wrap_future(
-        client.protocol.send_request("codila/infill", infill_params((2, 0), (2, 0), maxTokens=400), msg_id=msg_id)
+        client.protocol.send_request(protocol.INFILL, infill_params((2, 0), (2, 0), maxTokens=400), msg_id=msg_id)
     )
 
 
-async def test_cancel_request_stops_decode_and_server_keeps_serving(client: LanguageClient):
+@shared_loop
+async def test_cancel_request_stops_decode_and_server_keeps_serving(client: LanguageClient, long_decodes):
     open_doc(client)
-    first_draft = client.protocol.wait_for_notification_async("codila/draft")
-    future = await _long_infill(client, "long-1")
-    await first_draft
-    client.protocol.notify("$/cancelRequest", types.CancelParams(id="long-1"))
-    with pytest.raises((JsonRpcException, asyncio.CancelledError)):
-        await future
-    for _ in range(200):  # the decode logs once it has stopped; a slow machine may take a while
-        logs = [m.message for m in client.log_messages if "infill" in m.message]
-        if any("cancelled" in m for m in logs):
-            break
-        await asyncio.sleep(0.05)
-    assert any("cancelled" in m for m in logs), logs
-    stopped = [m for m in logs if "cancelled" in m][0]
-    assert int(stopped.split(" tokens,")[0].rsplit(" ", 1)[1]) < 400
-    reply = await client.protocol.send_request_async("codila/infill", infill_params((1, 11), (1, 16)))
-    assert field(reply, "text") is not None
+    params = inline_params(1, 16)  # the end of a statement: 400 masks
+    params.work_done_token = "cancel-1"
+    client.progress_reports["cancel-1"] = []  # a client-initiated token
+    pending = asyncio.wrap_future(client.protocol.send_request(IC, params, msg_id="long-1"))
+    await until(lambda: len(client.progress_reports["cancel-1"]) > 1, "decoding progress")
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="long-1"))
+    with pytest.raises(JsonRpcRequestCancelled):
+        await pending
+    await until(lambda: progress_ended(client, "cancel-1"), "end of the cancelled decode's progress")
+    values = client.progress_reports["cancel-1"]
+    reports = [v.percentage for v in values if isinstance(v, types.WorkDoneProgressReport)]
+    assert reports and reports[-1] < 100  # the decode stopped part way through its 400 tokens
+    reply = await infill(client, infill_params((1, 11), (1, 16)))
+    assert reply["text"] is not None
 
 
-async def test_newer_request_cancels_older(client: LanguageClient):
+@shared_loop
+async def test_newer_request_cancels_older(client: LanguageClient, long_decodes):
     open_doc(client)
-    first_draft = client.protocol.wait_for_notification_async("codila/draft")
-    older = await _long_infill(client, "old-1")
+    first_draft = client.protocol.wait_for_notification_async(protocol.DRAFT)
+    older = long_infill(client, "old-1")
     await first_draft
-    newer = await client.protocol.send_request_async("codila/infill", infill_params((1, 11), (1, 16)))
+    newer = await infill(client, infill_params((1, 11), (1, 16)))
     assert await older is None  # superseded: empty reply
-    assert rng(field(newer, "range")) == (1, 11, 1, 16)
+    assert rng(newer["range"]) == (1, 11, 1, 16)
 
 
-async def test_edit_touching_span_cancels(client: LanguageClient):
+@shared_loop
+async def test_edit_touching_span_cancels(client: LanguageClient, long_decodes):
     open_doc(client)
-    first_draft = client.protocol.wait_for_notification_async("codila/draft")
-    pending = await _long_infill(client, "edit-1")
+    first_draft = client.protocol.wait_for_notification_async(protocol.DRAFT)
+    pending = long_infill(client, "edit-1")
     await first_draft
     client.text_document_did_change(
         types.DidChangeTextDocumentParams(
@@ -221,63 +281,82 @@ async def test_edit_touching_span_cancels(client: LanguageClient):
     assert await pending is None
 
 
-async def test_infill_selection_command_applies_edit(client: LanguageClient):
+@shared_loop
+async def test_infill_selection_command_applies_edit_and_answers_with_statistics(client: LanguageClient):
     open_doc(client)
     args = [URI, {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 16}}]
-    reply = await client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="codila.infillSelection", arguments=args)
+    reply = plain(
+        await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command=protocol.INFILL_COMMAND, arguments=args)
+        )
     )
-    assert field(reply, "applied") is True
+    assert shape_problems(reply, protocol.InfillCommandResult) == []
+    assert reply["applied"] is True
     edit = client.edits[-1].edit.changes[URI][0]
-    assert edit.new_text == field(reply, "text")
+    assert edit.new_text == reply["text"]
     assert rng(edit.range) == (1, 11, 1, 16)
-    logs = [m.message for m in client.log_messages if "infill" in m.message and "done" in m.message]
-    assert logs and "first block" in logs[-1] and "tokens/s" in logs[-1]
+    stats = reply["stats"]  # what the log line says too, for a client that never parses it
+    assert stats["first_commit_s"] is not None and stats["tokens_per_s"] >= 0 and stats["decoder"] == "codila"
 
 
+@shared_loop
+async def test_drafts_echo_the_uri_exactly_as_the_client_sent_it(client: LanguageClient):
+    uri = "file:///work/odd%23name%2520dir/a%20b.py"  # an escaped `#`, an escaped `%20`, a space
+    open_doc(client, uri=uri)
+    client.drafts.clear()
+    result = await client.text_document_inline_completion_async(inline_params(1, 16, uri=uri))
+    drafts = [d for d in client.drafts if d["text"] == result.items[0].insert_text and d["done"]]
+    assert drafts and all(d["uri"] == uri for d in drafts)
+
+
+@shared_loop
+async def test_loading_and_decoding_progress_reach_the_client_as_work_done_progress(client: LanguageClient):
+    await until(lambda: loads(client) and isinstance(loads(client)[0][-1], types.WorkDoneProgressEnd), "loaded models")
+    (load,) = loads(client)
+    assert "models loaded" in load[-1].message
+    open_doc(client)
+    params = inline_params(1, 16)
+    params.work_done_token = "decode-1"
+    client.progress_reports["decode-1"] = []  # a client-initiated token
+    await client.text_document_inline_completion_async(params)
+    await until(lambda: progress_ended(client, "decode-1"), "end of the decoding progress", 5)
+    values = client.progress_reports["decode-1"]
+    assert isinstance(values[0], types.WorkDoneProgressBegin) and values[0].title == protocol.DECODING
+    reports = [v.percentage for v in values if isinstance(v, types.WorkDoneProgressReport)]
+    assert reports == sorted(reports) and reports[-1] == 100 and len(reports) == 3  # 12 masks, blocks of 4
+    assert isinstance(values[-1], types.WorkDoneProgressEnd) and "tokens/s" in values[-1].message
+
+
+@shared_loop
 async def test_models_load_once_for_the_same_settings_sent_twice(client: LanguageClient, tiny_pair):
+    await until(lambda: loads(client) and isinstance(loads(client)[0][-1], types.WorkDoneProgressEnd), "loaded models")
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(
             settings={"codila": {"dlm": str(tiny_pair[0]), "ar": str(tiny_pair[1]), "device": "cpu"}}
         )
     )
-    for _ in range(200):  # the load the initialize settings asked for
-        if any("models loaded" in m.message for m in client.log_messages):
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
-    loads = [m.message for m in client.log_messages if "loading models" in m.message]
-    assert len(loads) == 1, loads
+    await client.protocol.send_request_async(protocol.SETTINGS)  # answered after the change applied
+    await asyncio.sleep(0.3)  # a reload would have begun its progress by now
+    assert len(loads(client)) == 1
 
 
 def test_codila_lsp_answers_help_and_version_without_waiting_on_stdin():
-    import subprocess
-
-    for flag, expected in (("--help", "--log-file"), ("--version", "codila-lsp ")):
-        done = subprocess.run(
+    runs = {
+        flag: subprocess.Popen(
             [sys.executable, "-m", "lsp_server", flag],
-            capture_output=True,
-            text=True,
-            timeout=60,
             stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        assert done.returncode == 0 and expected in done.stdout, done
-    bad = subprocess.run(
-        [sys.executable, "-m", "lsp_server", "--bogus"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.PIPE,
-    )
-    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
-
-
-async def test_drafts_echo_the_uri_exactly_as_the_client_sent_it(client: LanguageClient):
-    uri = "file:///work/odd%23name%2520dir/a%20b.py"  # an escaped `#`, an escaped `%20`, a space
-    open_doc(client, uri=uri)
-    result = await client.text_document_inline_completion_async(inline_params(1, 16, uri=uri))
-    drafts = [d for d in client.drafts if field(d, "text") == result.items[0].insert_text and field(d, "done")]
-    assert drafts and all(field(d, "uri") == uri for d in drafts)
+        for flag in ("--help", "--version", "--bogus")
+    }  # at once: each is an interpreter start
+    done = {flag: (run.communicate(timeout=60), run.returncode) for flag, run in runs.items()}
+    for flag, expected in (("--help", "--log-file"), ("--version", "codila-lsp ")):
+        (out, _), code = done[flag]
+        assert code == 0 and expected in out, done[flag]
+    (_, err), code = done["--bogus"]
+    assert code == 2 and "unrecognized arguments: --bogus" in err
 
 
 def test_log_records_reach_the_client_with_their_level():
@@ -307,55 +386,8 @@ def test_log_records_reach_the_client_with_their_level():
     logger.removeHandler(handler)
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"]))
-async def progress_client(lsp_client: LanguageClient, tiny_pair):
-    await lsp_client.initialize_session(
-        types.InitializeParams(
-            capabilities=types.ClientCapabilities(window=types.WindowClientCapabilities(work_done_progress=True)),
-            initialization_options={
-                "dlm": str(tiny_pair[0]),
-                "ar": str(tiny_pair[1]),
-                "device": "cpu",
-                "blockSize": 4,
-                "spanCaps": {"nextStatement": 12},
-            },
-        )
-    )
-    yield
-    await lsp_client.shutdown_session()
-
-
-async def test_loading_and_decoding_progress_reach_the_client_as_work_done_progress(progress_client: LanguageClient):
-    client = progress_client
-    for _ in range(200):
-        if any(isinstance(v, types.WorkDoneProgressEnd) for vs in client.progress_reports.values() for v in vs):
-            break
-        await asyncio.sleep(0.05)
-    (load,) = [
-        vs for vs in client.progress_reports.values() if vs and getattr(vs[0], "title", "") == "codila: loading models"
-    ]
-    assert isinstance(load[-1], types.WorkDoneProgressEnd) and "models loaded" in load[-1].message
-    open_doc(client)
-    params = inline_params(1, 16)
-    params.work_done_token = "decode-1"
-    client.progress_reports["decode-1"] = []  # a client-initiated token
-    await client.text_document_inline_completion_async(params)
-    for _ in range(100):
-        if client.progress_reports["decode-1"] and isinstance(
-            client.progress_reports["decode-1"][-1], types.WorkDoneProgressEnd
-        ):
-            break
-        await asyncio.sleep(0.05)
-    values = client.progress_reports["decode-1"]
-    assert isinstance(values[0], types.WorkDoneProgressBegin) and values[0].title == "codila: decoding"
-    reports = [v.percentage for v in values if isinstance(v, types.WorkDoneProgressReport)]
-    assert reports == sorted(reports) and reports[-1] == 100 and len(reports) == 3  # 12 masks, blocks of 4
-    assert isinstance(values[-1], types.WorkDoneProgressEnd) and "tokens/s" in values[-1].message
-
-
 # --- the message layer, over raw stdio (tests/lsp_wire.py): malformed input on purpose -------------
-IC = "textDocument/inlineCompletion"
-SETTINGS_METHOD = "codila/settings"
+SETTINGS_METHOD = protocol.SETTINGS
 
 
 @pytest.fixture(scope="module")
@@ -389,6 +421,25 @@ def _inline(line, character, uri=URI) -> dict:
 
 def _infill(start, end, uri=URI, **extra) -> dict:
     return infill_params(start, end, uri, **extra)
+
+
+def test_drafts_and_replies_on_the_wire_have_the_declared_shapes(wire: WireClient):
+    inline = wire.call(IC, _inline(1, 16))
+    infill = wire.call("codila/infill", _infill((1, 11), (1, 16)))
+    command = wire.call(
+        "workspace/executeCommand",
+        {"command": protocol.INFILL_COMMAND, "arguments": [_infill((1, 11), (1, 16))]},
+    )
+    settings = wire.call(SETTINGS_METHOD)
+    drafts = [d for d in wire.drafts if d["id"] in (inline["id"], infill["id"], command["id"])]
+    assert {d["id"] for d in drafts if d["done"]} == {inline["id"], infill["id"], command["id"]}
+    assert any(not d["done"] for d in drafts)
+    for draft in drafts:
+        assert shape_problems(draft, protocol.NOTIFICATIONS[protocol.DRAFT]) == [], draft
+    assert shape_problems(infill["result"], protocol.REQUESTS[protocol.INFILL][1]) == [], infill
+    assert shape_problems(command["result"], protocol.COMMANDS[protocol.INFILL_COMMAND][1]) == [], command
+    assert shape_problems(settings["result"], protocol.REQUESTS[protocol.SETTINGS][1]) == [], settings
+    assert infill["result"] is not None and command["result"]["applied"] is True
 
 
 BAD_REQUESTS = [  # (method, params, error code, text of the error message)

@@ -6,7 +6,8 @@ import pytest
 from codila_engine.train import corpus as corpus_mod
 from codila_engine.train.corpus import Document, build_corpus, read_python_dirs
 from codila_engine.train.data import load_corpus
-from codila_engine.train.humaneval import ContaminationIndex, default_humaneval_dir, load_problems
+from codila_engine.eval.humaneval import load_split
+from codila_engine.train.humaneval import ContaminationIndex, load_problems
 from codila_engine.train.instructions import parse_record, read_instruction_jsonl
 
 PROBLEM = {
@@ -73,14 +74,13 @@ def test_contamination_detects_copies_and_spares_lookalikes(he_dir):
     assert guard.match("from typing import List\n\n\ndef f():\n    return 1\n") is None
 
 
-@pytest.mark.skipif(not default_humaneval_dir().is_dir(), reason="HumanEval infilling files not available")
 def test_real_humaneval_solution_is_caught_and_common_code_is_not():
-    guard = ContaminationIndex(load_problems())
+    guard = ContaminationIndex(load_problems())  # the packaged splits, the ones evaluation reads
     assert len(guard._problems) == 164
-    with gzip.open(next(default_humaneval_dir().glob("*Light.jsonl.gz")), "rt") as f:
-        rows = [json.loads(line) for line in f]
-    for row in rows:
-        assert guard.match(row["prompt"] + row["canonical_solution"] + row["suffix"]) is not None, row["task_id"]
+    tasks = load_split("random-span-light")
+    assert len(tasks) == 164  # one task per problem
+    for task in tasks:
+        assert guard.match(task.prompt + task.canonical_solution + task.suffix) is not None, task.task_id
     # HumanEval/53 is `def add(x, y)` whose test has `for i in range(100):`; that alone is no copy.
     assert guard.match("def add(x, y):\n    for i in range(100):\n        pass\n") is None
 

@@ -72,7 +72,7 @@ def cmd_bench_model(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = {
+    report: dict[str, object] = {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -81,11 +81,9 @@ def cmd_bench_model(args) -> int:
         cache_dir = args.cache_dir
         if args.prepare:
             cache_dir = fresh
-            report["prepare"] = measure_prepare(Path(cache_dir))
-            print(
-                f"first-run preparation: {report['prepare']['wall_s']} s, "
-                f"peak RSS {report['prepare']['peak_rss_gib']} GiB"
-            )
+            prepared = measure_prepare(Path(cache_dir))
+            report["prepare"] = prepared
+            print(f"first-run preparation: {prepared['wall_s']} s, peak RSS {prepared['peak_rss_gib']} GiB")
         report.update(measure_decoding(args, cache_dir))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

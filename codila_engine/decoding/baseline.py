@@ -6,6 +6,8 @@ with the lowest entropy. K = 1 is the sequential reference; K = B matches CoDiLA
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from codila_engine.decoding.canvas import Canvas
@@ -16,18 +18,22 @@ from codila_engine.decoding.events import Commit
 from codila_engine.sampling import entropy, sample
 
 
-def dlm_step(
-    dlm: Marginals,
-    canvas: Canvas,
-    cfg: DecodeConfig,
-    generator: torch.Generator | None,
-    clock: Clock,
-) -> Commit:
-    masked = torch.tensor(canvas.masked_offsets(), device=canvas.ids.device)
-    with clock.phase("dlm"):
-        logits = dlm.marginal_logits(canvas.ids, canvas.start + masked)
-    with clock.phase("select"):
-        ids = sample(logits, cfg.temperature, cfg.top_p, generator)
-        order = torch.argsort(entropy(logits), stable=True)[: cfg.k]
-        order = order.sort().values
-    return Commit(masked[order].tolist(), ids[order].tolist(), "dlm")
+@dataclass
+class DlmStep:
+    """One plain DLM iteration per call: the decode loop's step for `--decoder dlm`."""
+
+    dlm: Marginals
+    canvas: Canvas
+    cfg: DecodeConfig
+    generator: torch.Generator | None = None
+
+    def __call__(self, clock: Clock) -> Commit:
+        canvas, cfg = self.canvas, self.cfg
+        masked = torch.tensor(canvas.masked_offsets(), device=canvas.ids.device)
+        with clock.phase("dlm"):
+            marginal = self.dlm.marginal_logits(canvas.ids, canvas.start + masked)
+        with clock.phase("select"):
+            ids = sample(marginal, cfg.temperature, cfg.top_p, self.generator)
+            order = torch.argsort(entropy(marginal), stable=True)[: cfg.k]
+            order = order.sort().values
+        return Commit(masked[order].tolist(), ids[order].tolist(), "dlm")

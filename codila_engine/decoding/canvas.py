@@ -20,7 +20,7 @@ class Canvas:
         self,
         prefix_ids: Sequence[int],
         suffix_ids: Sequence[int],
-        span_len: int,
+        span_length: int,
         block_size: int,
         *,
         mask_id: int,
@@ -29,10 +29,10 @@ class Canvas:
         more_ends: Sequence[int] = (),
         device: torch.device | str = "cpu",
     ) -> None:
-        if span_len < 1 or span_len % block_size:
-            raise ValueError(f"span length {span_len} must be a positive multiple of the block size {block_size}")
+        if span_length < 1 or span_length % block_size:
+            raise ValueError(f"span length {span_length} must be a positive multiple of the block size {block_size}")
         self.start = len(prefix_ids)
-        self.n = span_len
+        self.span_length = span_length
         self.block_size = block_size
         self.mask_id = mask_id
         self.eos_id = eos_id
@@ -40,13 +40,13 @@ class Canvas:
         self.infilling = len(suffix_ids) > 0
         self.prefix_ids = list(prefix_ids)
         self.suffix_ids = list(suffix_ids)
-        self.span: list[int | None] = [None] * span_len  # None = still masked
-        self.ids = torch.tensor([*prefix_ids, *([mask_id] * span_len), *suffix_ids], dtype=torch.long, device=device)
+        self.span: list[int | None] = [None] * span_length  # None = still masked
+        self.ids = torch.tensor([*prefix_ids, *([mask_id] * span_length), *suffix_ids], dtype=torch.long, device=device)
 
     # --- reading -----------------------------------------------------------------------
     @property
     def num_blocks(self) -> int:
-        return self.n // self.block_size
+        return self.span_length // self.block_size
 
     @property
     def done(self) -> bool:
@@ -100,7 +100,7 @@ class Canvas:
         elif not self.infilling:
             ends = [o for o, t in zip(offsets, ids) if int(t) in self.ends]
             if ends:
-                filled = [o for o in range(min(ends) + 1, self.n) if self.span[o] is None]
+                filled = [o for o in range(min(ends) + 1, self.span_length) if self.span[o] is None]
                 for o in filled:
                     self.span[o] = self.eos_id
         changed = list(offsets) + filled

@@ -77,7 +77,7 @@ class DreamSampler:
 
     def __init__(self, dlm: Marginals, canvas: Canvas, cfg: DecodeConfig, generator: torch.Generator | None) -> None:
         self.dlm, self.canvas, self.cfg, self.generator = dlm, canvas, cfg, generator
-        self.steps = cfg.steps or canvas.n  # Dream's usual setting: one step per token
+        self.steps = cfg.steps or canvas.span_length  # Dream's usual setting: one step per token
         self.step = 0
 
     def __call__(self, clock: Clock) -> Commit:

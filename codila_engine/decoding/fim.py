@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from codila_engine.models.ar import LocalAR
+from codila_engine.models.ar import LocalAR, cache_keyword
 from codila_engine.decoding.canvas import Canvas, Decode
 from codila_engine.decoding.clock import Clock
 from codila_engine.config import DecodeConfig
@@ -64,7 +64,8 @@ class FimTokens:
                 "model such as Qwen2.5-Coder (the default model)"
             )
         stops = {vocab[n] for n in STOP_NAMES if n in vocab} | {i for i in eos_ids if i is not None}
-        return cls(*(vocab[n] for n in FIM_NAMES), frozenset(stops))
+        prefix, suffix, middle = (vocab[n] for n in FIM_NAMES)
+        return cls(prefix, suffix, middle, frozenset(stops))
 
     def prompt(self, prefix_ids: list[int], suffix_ids: list[int]) -> list[int]:
         return [self.prefix, *prefix_ids, self.suffix, *suffix_ids, self.middle]
@@ -140,6 +141,7 @@ class FimSampler:
         self.model, self.tokenizer = ar.model, ar.tokenizer
         self.fim, self.canvas, self.cfg, self.rules, self.generator = fim, canvas, cfg, rules, generator
         self.cache = DynamicCache(config=ar.model.config)
+        self.cache_keyword = cache_keyword(ar.model)  # `cache` or, before transformers 5.2x, `past_key_values`
         self.ids: list[int] = []  # every token decoded so far; the first `committed` are on the canvas
         self.committed = 0
         self.next_input = fim.prompt(canvas.prefix_ids, canvas.suffix_ids)
@@ -151,7 +153,8 @@ class FimSampler:
     def next_token(self) -> int:
         device = self.model.get_input_embeddings().weight.device
         inputs = torch.tensor([self.next_input], device=device)
-        logits = self.model(input_ids=inputs, cache=self.cache, use_cache=True, logits_to_keep=1).logits[0, -1]
+        kw = {self.cache_keyword: self.cache}
+        logits = self.model(input_ids=inputs, use_cache=True, logits_to_keep=1, **kw).logits[0, -1]
         return int(sample(logits.float(), self.cfg.temperature, self.cfg.top_p, self.generator))
 
     def __call__(self, clock: Clock) -> Commit:
@@ -163,7 +166,7 @@ class FimSampler:
                 if not stopped:
                     self.ids.append(token)
                     self.next_input = [token]
-                final = stopped or len(self.ids) == self.canvas.n
+                final = stopped or len(self.ids) == self.canvas.span_length
                 text = self.decode(self.ids)
                 cut, safe = self.rules.check(text, final)
                 if cut is not None:
@@ -184,7 +187,7 @@ class FimSampler:
         take = committable(rest, self.decode, len(middle) - len(done))
         tail = middle[len(self.decode(self.ids[: self.committed + take])) :]
         ids = rest[:take] + (self.tokenizer.encode(tail, add_special_tokens=False) if tail else [])
-        ids = ids[: self.canvas.n - self.committed]
+        ids = ids[: self.canvas.span_length - self.committed]
         offsets = list(range(self.committed, self.committed + len(ids)))
         self.committed += len(ids)
         return Commit(offsets, ids, "ar", end=True)

@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Protocol
 from codila_engine.decoding.canvas import Canvas, Decode
 from codila_engine.decoding.clock import Clock
 from codila_engine.decoding.events import Commit, Event, Result, Stats
+from codila_engine.decoding.fim import committable
 
 
 class CancelFlag(Protocol):
@@ -29,6 +30,7 @@ class Decoding:
         cancel: CancelFlag | None = None,
         profile: bool = True,
         decoder: str = "",
+        line_end: Callable[[str], int | None] | None = None,
     ) -> None:
         self.step = step
         self.canvas = canvas
@@ -36,6 +38,7 @@ class Decoding:
         self.placeholder = placeholder
         self.cancel = cancel
         self.decoder = decoder
+        self.line_end = line_end  # single-line requests: where the final text's first line ends
         self.clock = Clock(canvas.ids.device, profile)
         self.stats = Stats()
         self.result: Result | None = None
@@ -79,12 +82,14 @@ class Decoding:
     def _finish(self, wall_s: float, cancelled: bool) -> None:
         canvas, stats = self.canvas, self.stats
         stats.wall_s = wall_s
-        stats.text_tokens = sum(t is not None for t in canvas.visible())
+        text, ids = canvas.text(self.decode), [t for t in canvas.visible() if t is not None]
+        cut = self.line_end(text) if self.line_end is not None else None
+        if cut is not None and cut < len(text):  # the rest of the span was decoded, but is not kept
+            text, ids = text[:cut], ids[: committable(ids, self.decode, cut)]
+        stats.text_tokens = len(ids)
         for phase, seconds in self.clock.totals.items():
             setattr(stats, f"{phase}_s", seconds)
-        self.result = Result(
-            text=canvas.text(self.decode), ids=canvas.span_ids(), stats=stats, cancelled=cancelled, decoder=self.decoder
-        )
+        self.result = Result(text=text, ids=canvas.span_ids(), stats=stats, cancelled=cancelled, decoder=self.decoder)
 
     def run(self) -> Result:
         """Decode to the end without looking at the events."""

@@ -23,9 +23,9 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.client import LanguageClient
 
+from lsp_server.protocol import DRAFT, INFILL, InfillParams, Position
+
 DEFAULT_SERVER_CMD = (sys.executable, "-m", "lsp_server")  # what the `codila-lsp` script runs
-INFILL = "codila/infill"
-DRAFT = "codila/draft"
 _WARMUP_URI = "file:///codila-eval/warmup.py"
 
 
@@ -226,8 +226,8 @@ class EvalClient:
             )
         )
         rid = f"infill-{next(self.ids)}"
-        where = {"line": position.line, "character": position.character}
-        params: dict = {"textDocument": {"uri": uri}, "range": {"start": where, "end": where}}
+        where = Position(line=position.line, character=position.character)
+        params = InfillParams(textDocument={"uri": uri}, range={"start": where, "end": where})
         if max_tokens is not None:
             params["maxTokens"] = max_tokens
         if single_line:
@@ -249,7 +249,7 @@ class EvalClient:
             error = f"the server answered with an error: {exc}"
         except TimeoutError as exc:
             error = str(exc)
-            self.client.protocol.notify("$/cancelRequest", types.CancelParams(id=rid))
+            self.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=rid))
         latency = time.perf_counter() - t0
         if not self._exited.done():
             self.client.text_document_did_close(

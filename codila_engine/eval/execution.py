@@ -187,6 +187,9 @@ def _run(workdir: str, log, nonce: bytes, limits: _Limits, sandboxed: bool) -> t
     """Start the harness, wait for it under the wall-clock limit, end every process it started;
     returns the exit status, whether the time ran out, and what arrived on the marker pipe."""
     cpu_s = math.ceil(limits.timeout_s) + 1
+    bwrap = shutil.which("bwrap") if sandboxed else None
+    if sandboxed and bwrap is None:  # found by sandbox_problem, gone since: the start fails like any other
+        raise FileNotFoundError("bubblewrap (bwrap) is no longer on PATH")
 
     def limit() -> None:  # runs in the child between fork and exec; bwrap and all inside inherit them
         _set_limit(resource.RLIMIT_AS, limits.memory_bytes)
@@ -200,10 +203,10 @@ def _run(workdir: str, log, nonce: bytes, limits: _Limits, sandboxed: bool) -> t
     block_r, block_w = os.pipe()
     processes = limits.max_processes if sandboxed else 0
     harness = ["-I", "-S", "-B", "-c", HARNESS, str(nonce_r), str(end_w), str(processes)]
-    if sandboxed:
+    if bwrap is not None:  # sandboxed
         program = os.path.join(workdir, "program.py")
         argv = [
-            *sandbox.bwrap_argv(shutil.which("bwrap"), program, info_w, block_r, TMP_BYTES),
+            *sandbox.bwrap_argv(bwrap, program, info_w, block_r, TMP_BYTES),
             "--",
             sandbox.interpreter(),
             *harness,

@@ -80,7 +80,7 @@ def single_line_spans(text: str) -> list[Span]:
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
         if start is None and tok.type not in skip and tok.type != tokenize.ENDMARKER:
             start = tok.start[0]
-        elif tok.type == tokenize.NEWLINE:
+        elif start is not None and tok.type == tokenize.NEWLINE:
             line = lines[start - 1]
             if tok.start[0] == start and len(line.strip()) >= MIN_LINE_CHARS:
                 spans.append((start, _indent(line), start))

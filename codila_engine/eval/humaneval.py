@@ -1,17 +1,16 @@
 """HumanEval-Infilling (Bavarian et al. 2022): the four official splits, shipped with the package.
 
 A task hides a span of a HumanEval solution; a completion fills it and the
-unit tests decide whether the filled program is right.
+unit tests decide whether the filled program is right. The files are read by
+train/humaneval.py, which training shares to keep these problems out of its data.
 """
 
 from __future__ import annotations
 
 import ast
-import gzip
-import json
 import random
-from dataclasses import dataclass
-from importlib import resources
+
+from codila_engine.train.humaneval import PACKAGED, Task, problem_of, read_tasks
 
 SPLITS = {
     "single-line": "HumanEval-SingleLineInfilling.jsonl.gz",
@@ -21,30 +20,11 @@ SPLITS = {
 }
 
 
-@dataclass(frozen=True)
-class Task:
-    """One infilling problem: the model sees prompt and suffix and writes the middle."""
-
-    task_id: str
-    entry_point: str
-    prompt: str
-    suffix: str
-    canonical_solution: str
-    test: str
-
-
 def load_split(name: str) -> list[Task]:
     """All tasks of a split, in file order (which is stable, so subsets are reproducible)."""
     if name not in SPLITS:
         raise ValueError(f"unknown HumanEval-Infilling split {name!r}; choose one of {sorted(SPLITS)}")
-    data = resources.files("codila_engine").joinpath("data", "humaneval_infilling", SPLITS[name])
-    with data.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
-        return [_task(json.loads(line)) for line in lines if line.strip()]
-
-
-def problem_of(task: Task) -> str:
-    """`HumanEval/12` for `SingleLineInfilling/HumanEval/12/L3`."""
-    return "/".join(task.task_id.split("/")[1:3])
+    return read_tasks(PACKAGED.joinpath(SPLITS[name]))
 
 
 def sample_tasks(tasks: list[Task], limit: int | None, seed: int = 0) -> list[Task]:
@@ -66,17 +46,6 @@ def sample_tasks(tasks: list[Task], limit: int | None, seed: int = 0) -> list[Ta
         if len(picked) >= limit:
             break
     return picked[:limit]
-
-
-def _task(record: dict) -> Task:
-    return Task(
-        task_id=record["task_id"],
-        entry_point=record["entry_point"],
-        prompt=record["prompt"],
-        suffix=record["suffix"],
-        canonical_solution=record["canonical_solution"],
-        test=record["test"],
-    )
 
 
 def build_program(task: Task, completion: str) -> str:

@@ -7,6 +7,7 @@ still sees them) and their entropy is not used for selection.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +29,10 @@ class BlockDrafts:
 class BlockDecoder(Protocol):
     """What the CoDiLA step needs from the AR: LocalAR (plain) or static_ar.StaticBlockDecoder."""
 
-    embedding: torch.Tensor
+    @property
+    def embedding(self) -> torch.Tensor:
+        """The AR's input embedding matrix [V, H]: soft tokens are mixtures of its rows."""
+        ...
 
     def decode_blocks(
         self,
@@ -42,10 +46,18 @@ class BlockDecoder(Protocol):
     ) -> BlockDrafts: ...
 
 
+def cache_keyword(model) -> str:
+    """The forward's KV-cache argument: `cache` from transformers 5.2x, `past_key_values` before
+    (5.19, the newest vLLM's CPU build admits). A name the forward does not know is swallowed
+    by its **kwargs, and every step would run without the cache."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class LocalAR:
     def __init__(self, model, tokenizer) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.cache_keyword = cache_keyword(model)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | None = None, dtype: torch.dtype | None = None) -> "LocalAR":
@@ -53,7 +65,7 @@ class LocalAR:
 
         kinds = {"qwen3": (Qwen3ForCausalLM, Qwen3Config), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}
         raw = read_config(check_folder(path, "AR"))
-        model_cls, config_cls = kinds.get(raw.get("model_type"), kinds["qwen3"])
+        model_cls, config_cls = kinds.get(raw.get("model_type", ""), kinds["qwen3"])
         model, tokenizer, _ = load_checkpoint(
             path,
             "AR",
@@ -96,8 +108,8 @@ class LocalAR:
         ids = torch.empty(c, b, dtype=torch.long, device=forced.device)
         ent = torch.empty(c, b, dtype=torch.float32, device=forced.device)
         all_logits = []
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(inputs_embeds=inputs, cache=cache, use_cache=True, logits_to_keep=1)
+        kw = {self.cache_keyword: DynamicCache(config=self.model.config)}
+        out = self.model(inputs_embeds=inputs, use_cache=True, logits_to_keep=1, **kw)
         for j in range(b):
             logits = out.logits[:, -1].float()
             if allowed is not None:
@@ -110,7 +122,7 @@ class LocalAR:
             if j + 1 < b:
                 out = self.model(
                     inputs_embeds=self.embedding[ids[:, j]].unsqueeze(1),
-                    cache=cache,
                     use_cache=True,
+                    **kw,
                 )
         return BlockDrafts(ids, ent, torch.stack(all_logits, 1) if return_logits else None)

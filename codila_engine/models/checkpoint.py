@@ -36,12 +36,30 @@ def default_device() -> torch.device:
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bfloat16 matmuls
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str] | None:
+    """The CPU's feature flags (Linux), or None where the kernel does not list them."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line for line in text.splitlines() if line.startswith("flags")]
+    return set(lines[0].split(":", 1)[1].split()) if lines else None
+
+
 @functools.cache
 def cpu_bf16_is_faster() -> bool:
-    """Whether bfloat16 matmuls beat float32 on this CPU, measured (~30 ms, once per process).
+    """Whether bfloat16 matmuls beat float32 on this CPU (once per process).
 
     With AVX512-BF16 or AMX they are ~3x faster; without, bfloat16 is emulated and slower, and
-    torch's capability string does not tell the two apart."""
+    torch's capability string does not tell the two apart. The CPU flags decide where the kernel
+    lists them: a timing taken on a busy machine (a training run beside the server) once chose
+    float32 and doubled the server's memory. Elsewhere a ~30 ms matmul timing decides."""
+    flags = cpu_flags()
+    if flags is not None:
+        return any(flag in flags for flag in BF16_FLAGS)
 
     def best(dtype: torch.dtype) -> float:
         a, b = torch.randn(512, 512, dtype=dtype), torch.randn(512, 512, dtype=dtype)

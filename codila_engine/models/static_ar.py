@@ -39,11 +39,11 @@ class StaticBlockDecoder:
         dev, dtype = self.embedding.device, self.embedding.dtype
         hidden, vocab = self.embedding.shape[1], self.embedding.shape[0]
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        length = 2 * block_size + 1  # <think> e_1..e_B </think> y_1..y_{B-1}
-        shape = (batch, cfg.num_key_value_heads, length, self.head_dim)
+        cache_length = 2 * block_size + 1  # <think> e_1..e_B </think> y_1..y_{B-1}
+        shape = (batch, cfg.num_key_value_heads, cache_length, self.head_dim)
         self.k = [torch.zeros(shape, device=dev, dtype=dtype) for _ in model.model.layers]
         self.v = [torch.zeros(shape, device=dev, dtype=dtype) for _ in model.model.layers]
-        positions = torch.arange(length, device=dev)[None]
+        positions = torch.arange(cache_length, device=dev)[None]
         self.cos, self.sin = model.model.rotary_emb(torch.zeros(1, device=dev, dtype=dtype), positions)
         # static inputs and outputs
         self.inputs = torch.zeros(batch, block_size + 2, hidden, device=dev, dtype=dtype)
@@ -52,7 +52,7 @@ class StaticBlockDecoder:
         self.allowed = allowed if allowed is not None else torch.ones(vocab, dtype=torch.bool, device=dev)
         self.ids = torch.zeros(batch, block_size, dtype=torch.long, device=dev)
         self.entropy = torch.zeros(batch, block_size, device=dev)
-        self.graph = None
+        self.graph: torch.cuda.CUDAGraph | None = None
         if use_graph if use_graph is not None else dev.type == "cuda":
             self._capture()
 
@@ -109,11 +109,12 @@ class StaticBlockDecoder:
             for _ in range(2):  # warm up kernels and the allocator before capturing
                 self._decode()
         torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
             self._decode()
+        self.graph = graph
 
-    # --- the LocalAR.decode_blocks interface -----------------------------------------
+    # --- the BlockDecoder interface (models/ar.py), as LocalAR ----------------------
     @torch.inference_mode()
     def decode_blocks(
         self,

@@ -145,7 +145,7 @@ def locate_parts(spec: GgufSource = DEFAULT) -> list[Path]:
                 f"{part.version} is needed: {INSTALL_HINT}"
             )
         listed = [f for f in dist.files or () if str(f) == part.path_in_dist]
-        path = Path(dist.locate_file(listed[0])) if listed else None
+        path = Path(listed[0].locate()) if listed else None
         if path is None or not path.is_file():
             raise DefaultModelMissing(
                 f"default model part {want} is installed but its file {part.path_in_dist} is "
@@ -415,7 +415,7 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "KB", "MB"):
         if n < 1000:
             return f"{n:.0f} {unit}"

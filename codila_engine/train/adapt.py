@@ -106,7 +106,8 @@ class AdaptedDLM(torch.nn.Module):
 def load_base(base_folder: str | Path, device: torch.device, dtype: torch.dtype):
     from transformers import Qwen2ForCausalLM
 
-    model = Qwen2ForCausalLM.from_pretrained(str(base_folder), dtype=dtype).to(device)
+    # transformers declares PreTrainedModel.to through @wraps(Module.to), which mypy reads as unbound
+    model = Qwen2ForCausalLM.from_pretrained(str(base_folder), dtype=dtype).to(device)  # type: ignore[arg-type]
     for p in model.parameters():
         p.requires_grad_(False)
     return model

@@ -38,6 +38,8 @@ class TrainedRows(torch.nn.Module):
     """An embedding whose rows at `ids` are trained vectors. `.weight` is what the soft tokens
     and the think wrap read (ar_codila.codila_loss), so the rows get gradients from both."""
 
+    ids: torch.Tensor  # a buffer: it moves with the module
+
     def __init__(self, embedding: torch.nn.Embedding, ids: list[int], rows: torch.Tensor) -> None:
         super().__init__()
         self.embedding = embedding
@@ -125,7 +127,7 @@ def train_ar_adapt(
         ar_rows=rows,
         mask_id=dlm.mask_id,
         eos_id=dlm.eos_id,
-        think_ids=tuple(tokens.values()),
+        think_ids=(tokens["<think>"], tokens["</think>"]),
         device=device,
     )
     task = CodilaTask(dlm, bridge, tuple(block_sizes), conditioning, trains_embedding=False)

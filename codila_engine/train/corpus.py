@@ -118,7 +118,7 @@ def read_python_dirs(data_dirs: Iterable[str | Path], progress: bool = True) -> 
     docs = []
     for path in tqdm(paths, desc="reading .py files", unit="file", disable=not progress):
         text, why = read_source(path)
-        if why:
+        if text is None:
             report.skipped[why] += 1
         else:
             docs.append(Document(str(path), text))
@@ -147,7 +147,8 @@ def build_corpus(
     kept = [unique[d] for d in sorted(unique)]  # hash order: a fair, reproducible sample
     if max_documents is not None:
         kept = kept[:max_documents]
-    train, held_out = [], []
+    train: list[Document] = []
+    held_out: list[Document] = []
     for doc in kept:
         task = guard.match(doc.text if doc.prompt is None else doc.prompt + "\n" + doc.text)
         if task:

@@ -1,4 +1,9 @@
-"""Keep HumanEval out of training data: we evaluate on it, so no training file may contain it.
+"""HumanEval-Infilling (Bavarian et al. 2022), read here once, and kept out of training data.
+
+The four official splits ship with the package (codila_engine/data/humaneval_infilling).
+Evaluation scores completions on their tasks (eval/humaneval.py), so no training file may
+contain one of their problems. The one reader of the files lives here, in the training layer,
+because evaluation (a tool) may import training but training may not import the tools.
 
 A file is contaminated by a problem when it defines the problem's entry point and contains one
 of the problem's distinctive lines (docstring, solution or test), or when it contains several
@@ -14,15 +19,53 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-_PACKAGED = Path(__file__).resolve().parent.parent / "data" / "humaneval_infilling"
-_SHARED = Path("/work/shared/data/humaneval-infilling")
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+PACKAGED = resources.files("codila_engine").joinpath("data", "humaneval_infilling")
 _DEF = re.compile(r"\bdef\s+([A-Za-z_]\w*)\s*\(")
 
 MIN_LINE_CHARS = 24  # a line this long, next to the entry point's def, marks a copy
 MIN_COPY_CHARS = 30  # lines this long count towards a copy without the def
 COPY_LINES = 2  # how many such lines of one problem make a copy
+
+
+@dataclass(frozen=True)
+class Task:
+    """One infilling problem: the model sees prompt and suffix and writes the middle."""
+
+    task_id: str  # "SingleLineInfilling/HumanEval/12/L3"
+    entry_point: str
+    prompt: str
+    suffix: str
+    canonical_solution: str
+    test: str
+
+
+def read_tasks(file: Traversable) -> list[Task]:
+    """The tasks of one infilling file (*.jsonl.gz), in file order."""
+    with file.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
+        return [_task(json.loads(line)) for line in lines if line.strip()]
+
+
+def _task(record: dict) -> Task:
+    return Task(
+        task_id=record["task_id"],
+        entry_point=record["entry_point"],
+        prompt=record["prompt"],
+        suffix=record["suffix"],
+        canonical_solution=record["canonical_solution"],
+        test=record["test"],
+    )
+
+
+def problem_of(task: Task) -> str:
+    """`HumanEval/12` for `SingleLineInfilling/HumanEval/12/L3`."""
+    return "/".join(task.task_id.split("/")[1:3])
 
 
 @dataclass(frozen=True)
@@ -32,31 +75,25 @@ class Problem:
     text: str  # prompt + canonical solution + rest of the function, then the test asserts
 
 
-def default_humaneval_dir() -> Path:
-    """The copy shipped in the package, else the shared one."""
-    return _PACKAGED if _PACKAGED.is_dir() else _SHARED
-
-
 def load_problems(folder: str | Path | None = None) -> list[Problem]:
-    """The HumanEval problems in the infilling files (*.jsonl.gz) of `folder`, one per task."""
-    folder = Path(folder) if folder is not None else default_humaneval_dir()
-    files = sorted(folder.glob("*.jsonl.gz")) if folder.is_dir() else []
+    """The HumanEval problems in the infilling files (*.jsonl.gz) of `folder` (default: the
+    packaged splits), one per problem."""
+    source = Path(folder) if folder is not None else PACKAGED
+    files = [f for f in source.iterdir() if f.name.endswith(".jsonl.gz") and f.is_file()] if source.is_dir() else []
     if not files:
         raise FileNotFoundError(
-            f"no HumanEval infilling files (*.jsonl.gz) in {folder}: training refuses to run "
+            f"no HumanEval infilling files (*.jsonl.gz) in {source}: training refuses to run "
             "without them, since it could not keep HumanEval out; pass --humaneval-dir"
         )
     problems: dict[str, Problem] = {}
-    for path in files:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                task = "/".join(row["task_id"].split("/")[1:3])  # "SingleLine.../HumanEval/0/L0"
-                if task not in problems:
-                    code = row["prompt"] + row["canonical_solution"] + row["suffix"]
-                    # Test lines count only where they call the solution: the rest is generic.
-                    tests = [t for t in row.get("test", "").splitlines() if "candidate(" in t]
-                    problems[task] = Problem(task, row["entry_point"], "\n".join([code, *tests]))
+    for file in sorted(files, key=lambda f: f.name):
+        for task in read_tasks(file):
+            problem = problem_of(task)
+            if problem not in problems:
+                code = task.prompt + task.canonical_solution + task.suffix
+                # Test lines count only where they call the solution: the rest is generic.
+                tests = [t for t in task.test.splitlines() if "candidate(" in t]
+                problems[problem] = Problem(problem, task.entry_point, "\n".join([code, *tests]))
     return list(problems.values())
 
 

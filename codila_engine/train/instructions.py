@@ -26,7 +26,7 @@ def _from_messages(messages: list) -> tuple[str, str]:
 def parse_record(row: dict) -> tuple[str, str]:
     """(prompt, response) from {"instruction", ["input"], "response"|"output"} or {"messages": [...]}."""
     if "messages" in row or "conversations" in row:
-        return _from_messages(row.get("messages") or row.get("conversations"))
+        return _from_messages(row.get("messages") or row.get("conversations") or [])
     response = row.get("response", row.get("output"))
     if "instruction" not in row or response is None:
         raise ValueError(f"expected instruction/response or messages fields, got {sorted(row)}")

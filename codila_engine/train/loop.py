@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from tqdm import tqdm
@@ -22,7 +23,8 @@ from codila_engine.train.models import count_parameters
 from codila_engine.train.sequences import Batch, SequenceData
 
 LossFn = Callable[[torch.nn.Module, Batch, torch.Generator], torch.Tensor]
-SaveFn = Callable[[torch.nn.Module, Path], object]
+Model = TypeVar("Model", bound=torch.nn.Module)
+SaveFn = Callable[[Model, Path], object]  # writes the model being trained into a folder
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "log.jsonl"
 
@@ -85,7 +87,7 @@ def _log(cfg: LoopConfig, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _save(folder: Path, model, save_fn: SaveFn, info: dict, state: dict | None = None) -> None:
+def _save(folder: Path, model: Model, save_fn: SaveFn[Model], info: dict, state: dict | None = None) -> None:
     """Write to a temporary folder, then swap it in: an interrupted save never breaks `folder`."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -111,9 +113,9 @@ def evaluate(model, loss_fn: LossFn, data: SequenceData, cfg: LoopConfig) -> flo
 
 
 def train(
-    model: torch.nn.Module,
+    model: Model,
     loss_fn: LossFn,
-    save_fn: SaveFn,
+    save_fn: SaveFn[Model],
     train_data: SequenceData,
     val_data: SequenceData | None,
     cfg: LoopConfig,
@@ -140,7 +142,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         result.step, result.best_val = state["step"], state["best_val"]
-    has_val = val_data is not None and len(val_data) > 0
+    if val_data is not None and len(val_data) == 0:
+        val_data = None  # nothing to validate on
     n_params = count_parameters(model)
     if cfg.progress:
         tqdm.write(f"{type(model).__name__}: {n_params / 1e6:.2f}M parameters, starting at step {result.step}")
@@ -151,7 +154,7 @@ def train(
             "step": result.step,
             "parameters": n_params,
             "train_sequences": len(train_data),
-            "val_sequences": len(val_data) if has_val else 0,
+            "val_sequences": len(val_data) if val_data is not None else 0,
             **{k: str(v) for k, v in asdict(cfg).items()},
         },
     )
@@ -170,7 +173,7 @@ def train(
         _save(cfg.out / "last", model, save_fn, info, state)
 
     def validate() -> float | None:
-        if not has_val:
+        if val_data is None:
             return None
         val = evaluate(model, loss_fn, val_data, cfg)
         result.val_losses.append((result.step, val))

@@ -54,7 +54,8 @@ def new_dlm(size: ModelSize, tokenizer):
     """A randomly initialised Dream-style DLM (float32, bidirectional, untied head)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(**size.common(tokenizer), tie_word_embeddings=False, is_causal=False)
+    config = Qwen2Config(**size.common(tokenizer), tie_word_embeddings=False)
+    config.is_causal = False  # bidirectional (not a declared Qwen2Config field): transformers reads it at every forward
     config.mask_token_id = token_id(tokenizer, MASK, "the diffusion model")
     return Qwen2ForCausalLM(config)
 

@@ -14,7 +14,15 @@ export const CLIENT_KEYS = [
 
 /** Settings that run a program or load files: VS Code ignores an untrusted workspace's values
  *  for them (package.json `capabilities.untrustedWorkspaces.restrictedConfigurations`). */
-export const RESTRICTED_KEYS = ["serverCommand", "serverArgs", "dlm", "ar", "cacheDir"] as const;
+export const RESTRICTED_KEYS = [
+  "serverCommand",
+  "serverArgs",
+  "dlm",
+  "ar",
+  "cacheDir",
+  "engineUrl",
+  "engineTokenFile",
+] as const;
 
 /** Client settings that need a new server process when they change. */
 const PROCESS_KEYS = ["serverCommand", "serverArgs"];
