@@ -36,7 +36,9 @@ def server_options(args: argparse.Namespace) -> dict:
     if unsent:
         raise ValueError(f"{', '.join(unsent)}: not a codila-lsp setting, so the eval cannot pass it to the server")
     options = {key: getattr(args, name) for key, name in DECODE_KEYS.items() if getattr(args, name, None) is not None}
-    options.update({key: getattr(args, name) for key, name in MODEL_KEYS.items() if getattr(args, name) is not None})
+    options.update(
+        {key: getattr(args, name) for key, name in MODEL_KEYS.items() if getattr(args, name, None) is not None}
+    )
     return options
 
 

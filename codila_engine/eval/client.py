@@ -17,7 +17,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
@@ -45,7 +45,7 @@ class Reply:
     error: str | None = None
 
 
-def server_command(cmd: str | list[str] | tuple[str, ...] | None) -> list[str]:
+def server_command(cmd: str | Sequence[str] | None) -> list[str]:
     """The server's argv: the default codila-lsp, or a shell-like string split with shlex."""
     if cmd is None:
         return list(DEFAULT_SERVER_CMD)
@@ -113,6 +113,18 @@ class EvalClient:
         await self.close()
 
     # --- lifecycle ----------------------------------------------------------------------
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        if self._process is None:
+            raise RuntimeError("the language server has not been started (use `async with EvalClient(...)`)")
+        return self._process
+
+    @property
+    def exited(self) -> asyncio.Task:
+        if self._exited is None:
+            raise RuntimeError("the language server has not been started (use `async with EvalClient(...)`)")
+        return self._exited
+
     async def start(self) -> None:
         """Start, initialize, and wait until the server has decoded once."""
         try:
@@ -120,7 +132,7 @@ class EvalClient:
         except OSError as exc:
             raise ServerError(f"could not start the language server {shlex.join(self.command)!r}: {exc}") from exc
         self._process = self.client._server  # pygls keeps the process there (pytest-lsp reads it too)
-        self._exited = asyncio.create_task(self._process.wait())
+        self._exited = asyncio.create_task(self.process.wait())
         self._tasks.append(asyncio.create_task(self._drain_stderr()))
         params = types.InitializeParams(
             capabilities=types.ClientCapabilities(), process_id=None, initialization_options=self.options
@@ -147,11 +159,11 @@ class EvalClient:
 
     async def close(self) -> None:
         """Shut the server down politely, then by force; never hangs."""
-        if self._answered and self._process.returncode is None:
+        if self._answered and self.process.returncode is None:
             try:
                 await self._request(lambda: self.client.shutdown(None), 5.0, "shutdown")
                 self.client.exit(None)
-                await asyncio.wait_for(asyncio.shield(self._exited), 5.0)
+                await asyncio.wait_for(asyncio.shield(self.exited), 5.0)
             except (JsonRpcException, OSError, RuntimeError, TimeoutError):
                 pass
         if self._process is not None and self._process.returncode is None:
@@ -166,13 +178,17 @@ class EvalClient:
 
     async def _drain_stderr(self) -> None:
         """Read the server's stderr so it never blocks on a full pipe; keep the tail for errors."""
-        while line := await self._process.stderr.readline():
+        stderr = self.process.stderr
+        assert stderr is not None, "started with stderr=PIPE"
+        while line := await stderr.readline():
             text = line.decode("utf-8", "replace").rstrip()
             self.stderr.append(text.rsplit("\r", 1)[-1])  # a progress bar's last state
 
     def _died(self, during: str) -> ServerError:
         tail = "\n".join(self.stderr) or "(nothing on stderr)"
-        code = self._process.returncode
+        code = self.process.returncode
+        if code is None:
+            return ServerError(f"the language server {shlex.join(self.command)!r} stopped answering during {during}")
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         return ServerError(
             f"the language server {shlex.join(self.command)!r} {how} during {during}; its last stderr lines:\n{tail}"
@@ -184,26 +200,26 @@ class EvalClient:
         Raises JsonRpcException for an error reply, TimeoutError, or ServerError when the server
         is gone (pygls fails pending requests with RuntimeError when its process exits).
         """
-        if self._exited.done():
+        if self.exited.done():
             raise self._died(what)
         try:
             future = asyncio.wrap_future(send())
         except OSError as exc:  # broken pipe: the server is gone
-            await asyncio.wait({self._exited}, timeout=2.0)
+            await asyncio.wait({self.exited}, timeout=2.0)
             raise self._died(what) from exc
         future.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late reply is fine
-        done, _ = await asyncio.wait({future, self._exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({future, self.exited}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         if future in done:
             try:
                 return future.result()
             except JsonRpcException:
                 raise
             except RuntimeError as exc:
-                await asyncio.wait({self._exited}, timeout=2.0)
-                if self._exited.done():
+                await asyncio.wait({self.exited}, timeout=2.0)
+                if self.exited.done():
                     raise self._died(what) from exc
                 raise
-        if self._exited in done:
+        if self.exited in done:
             raise self._died(what)
         raise TimeoutError(f"{what} got no answer within {timeout_s:g} s")
 
@@ -251,7 +267,7 @@ class EvalClient:
             error = str(exc)
             self.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=rid))
         latency = time.perf_counter() - t0
-        if not self._exited.done():
+        if not self.exited.done():
             self.client.text_document_did_close(
                 types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
             )

@@ -95,8 +95,13 @@ def _round(seconds: float | None) -> float | None:
 
 def task_row(task: Task, reply: Reply, timeout_s: float = 10.0) -> dict:
     """The tasks.jsonl row for a reply; a failed request is a failed task with its error."""
-    if reply.error is not None:
-        outcome = {"passed": False, "status": "request_error", "message": reply.error, "syntax_valid": False}
+    if reply.error is not None or reply.text is None:
+        outcome = {
+            "passed": False,
+            "status": "request_error",
+            "message": reply.error or "no text",
+            "syntax_valid": False,
+        }
     else:
         outcome = score(task, reply.text, timeout_s)
     stats = reply.stats or {}
