@@ -44,8 +44,9 @@ def plain(value):
     return value
 
 
-@pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"]))
-async def client(lsp_client: LanguageClient, tiny_pair):
+async def initialize(lsp_client: LanguageClient, tiny_pair) -> None:
+    """The editor's side of a session: drafts and edits recorded, progress announced, the tiny pair
+    (a language server with an engine URL ignores the folders: the team server's models decode)."""
     lsp_client.drafts = []
     lsp_client.edits = []
 
@@ -69,6 +70,11 @@ async def client(lsp_client: LanguageClient, tiny_pair):
             },
         )
     )
+
+
+@pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server"]))
+async def client(lsp_client: LanguageClient, tiny_pair):
+    await initialize(lsp_client, tiny_pair)
     yield
     await lsp_client.shutdown_session()
 

@@ -23,6 +23,7 @@ from serve_fixtures import team_server  # noqa: F401 - the shared server, a fixt
 from test_server import (  # noqa: F401 - the tests are collected here, where `client` is this module's
     CLIENT_SETTINGS,
     infill,
+    initialize,
     infill_params,
     inline_params,
     long_infill,
@@ -53,33 +54,6 @@ def launch(url: str, token: str) -> ClientServerConfig:
     return ClientServerConfig(
         server_command=[sys.executable, "-m", "lsp_server", "--engine-url", url],
         server_env={**os.environ, "CODILA_TOKEN": token},
-    )
-
-
-async def initialize(lsp_client: LanguageClient, tiny_pair) -> None:
-    """As test_server's client: the same capabilities and settings (the model folders are ignored:
-    with an engine URL the team server's models decode)."""
-    lsp_client.drafts, lsp_client.edits = [], []
-
-    @lsp_client.feature(protocol.DRAFT)
-    def on_draft(params):
-        lsp_client.drafts.append(plain(params))
-
-    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
-    def on_edit(params: types.ApplyWorkspaceEditParams):
-        lsp_client.edits.append(params)
-        return types.ApplyWorkspaceEditResult(applied=True)
-
-    lsp_client.init_result = await lsp_client.initialize_session(
-        types.InitializeParams(
-            capabilities=types.ClientCapabilities(window=types.WindowClientCapabilities(work_done_progress=True)),
-            initialization_options={
-                "dlm": str(tiny_pair[0]),
-                "ar": str(tiny_pair[1]),
-                "device": "cpu",
-                **CLIENT_SETTINGS,
-            },
-        )
     )
 
 
