@@ -24,7 +24,12 @@ def load_engine(args: argparse.Namespace):
     dtype = default_dtype(device, args.dtype)
     print(f"loading {models.name} ({str(dtype).removeprefix('torch.')} on {device}) ...", file=sys.stderr)
     engine = Engine.load(
-        models.dlm, models.ar, device=device, dtype=dtype, think_ids=tuple(args.think_ids) if args.think_ids else None
+        models.dlm,
+        models.ar,
+        device=device,
+        dtype=dtype,
+        think_ids=tuple(args.think_ids) if args.think_ids else None,
+        ar_backend=args.ar_backend,
     )
     return engine, models
 

@@ -108,6 +108,9 @@ SETTINGS = (
       "is measured faster, float32 otherwise"),
     S("cache_dir", "model", str, None, key="cacheDir", help="where the default model is prepared",
       none="$CODILA_CACHE_DIR, else $XDG_CACHE_HOME/codila, else ~/.cache/codila"),
+    S("ar_backend", "model", str, "torch", key="arBackend", choices=("torch", "vllm"),
+      help="where the codila decoder's local AR decodes its blocks: torch (in this process) or vllm (one vLLM "
+      "engine fed with prompt embeddings; pip install 'codila[vllm]')"),
     S("engine_url", "model", str, None, key="engineUrl", cli=False, none="none: the models load in this process",
       help="URL of a codila team server (`codila serve`), http(s)://HOST:PORT; decodes run there, with its models"),
     S("engine_token_file", "model", str, None, key="engineTokenFile", cli=False,

@@ -58,6 +58,7 @@ class Settings:
     device: str | None = None
     dtype: str | None = None
     cache_dir: str | None = None
+    ar_backend: str = "torch"  # the codila decoder's block decode: torch, or a vLLM engine (models/vllm_ar.py)
     engine_url: str | None = None  # a team server runs the decodes (codila_engine/serve); None: in-process
     engine_token_file: str | None = None
     # each request sets max_new_tokens from its span; 1 here keeps any maxContext >= 2 valid
@@ -85,6 +86,7 @@ class Settings:
             default_models,
             self.engine_url,
             self.engine_token_file,
+            self.ar_backend,
         )
 
 

@@ -50,6 +50,7 @@ class DecodeWorker:
         decoder: str | None = None,
         engine_url: str | None = None,
         engine_token_file: str | None = None,
+        ar_backend: str = "torch",
     ) -> Engine | RemoteEngine:
         """Load (or reuse) the engine; runs on the worker thread only. With an engine URL (a team
         server, `codila serve`) the engine is that server's, and the model settings are its own; its
@@ -60,15 +61,17 @@ class DecodeWorker:
         from codila_engine.prepare.folders import model_folders
         from codila_engine.engine import Engine
 
-        key = (dlm, ar, device, dtype, cache_dir, decoder)
+        key = (dlm, ar, device, dtype, cache_dir, decoder, ar_backend)
         if self._engine is not None and self._key == key:
             return self._engine
+        if isinstance(self._engine, Engine):
+            self._engine.close()  # a vLLM engine's process ends with the engine it served
         self._engine, self._key = None, None
         try:
             models = model_folders(
                 dlm, ar, decoder, flags=("the `dlm` setting", "the `ar` setting"), cache_dir=cache_dir, progress=False
             )  # no progress bars in the client's log; one line each step
-            engine = Engine.load(models.dlm, models.ar, device=device or None, dtype=dtype)
+            engine = Engine.load(models.dlm, models.ar, device=device or None, dtype=dtype, ar_backend=ar_backend)
         except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: torch's, for an unknown device
             raise ModelsUnavailable(f"could not load the models: {exc}") from exc
         log.info("loaded %s (%s on %s)", models.name, str(engine.dtype).removeprefix("torch."), engine.device)

@@ -64,11 +64,11 @@ def test_settings_from_client_options():
     )
     assert settings.decode == DecodeConfig(block_size=8, mode="dynamic", threshold=0.5, max_new_tokens=1)
     assert settings.caps.line_rest == 5 and settings.infill.margin == 1.0
-    assert settings.model_key == ("/m/dlm", "/m/ar", None, None, None, None, None, None)
+    assert settings.model_key == ("/m/dlm", "/m/ar", None, None, None, None, None, None, "torch")
     defaults, _ = apply_options(Settings(), {"decoder": "dream"})  # no folders: the decoder picks the default DLM
     assert defaults.model_key[5] == "dlm" and apply_options(Settings(), {})[0].model_key[5] is None
     remote, _ = apply_options(Settings(), {"engineUrl": "http://127.0.0.1:8000", "engineTokenFile": "/t"})
-    assert remote.model_key[6:] == ("http://127.0.0.1:8000", "/t")  # a new team server means a new engine
+    assert remote.model_key[6:8] == ("http://127.0.0.1:8000", "/t")  # a new team server means a new engine
     assert ignored == ["colour", "spanCaps.bogus"]
     nested, _ = apply_options(settings, {"codila": {"scope": 3}})  # didChangeConfiguration shape
     assert nested.decode.scope == 3 and nested.decode.block_size == 8

@@ -30,7 +30,7 @@ if _WHY is not None and os.environ.get("CODILA_REQUIRE_VLLM"):
     raise RuntimeError(f"CODILA_REQUIRE_VLLM is set but {_WHY}")
 pytestmark = pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
 
-ENTROPY_TOL = 2e-4  # nats; measured: <= 2e-5 on the tiny AR, <= 1e-4 on the default model (float32)
+ENTROPY_TOL = 2e-4  # nats; measured (float32): <= 3e-6 on the tiny AR, <= 4.7e-5 on the default model
 VOCAB_ROWS = 269
 
 
@@ -272,7 +272,6 @@ PROMPTS = [
     ("def fibonacci(n):\n", "\n\nprint(fibonacci(10))\n"),
     ("import os\n\ndef list_python_files(folder):\n", "\n"),
     ("class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n", "\n"),
-    ("def is_palindrome(s: str) -> bool:\n    ", "\n"),
 ]
 
 

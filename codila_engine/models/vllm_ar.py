@@ -132,6 +132,9 @@ class VllmBlockDecoder:
         enforce_eager: bool | None = None,
         **engine_args,
     ) -> None:
+        why = vllm_available()
+        if why is not None:
+            raise RuntimeError(f"the vllm AR backend needs vLLM: {why}")
         from vllm import LLM
 
         from codila_engine.models.checkpoint import ModelFolderError, read_config
