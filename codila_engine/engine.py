@@ -101,15 +101,13 @@ class Engine:
         every codila decode uses it until `close()`."""
         if ar_backend not in AR_BACKENDS:
             raise ValueError(f"ar_backend must be one of {', '.join(AR_BACKENDS)}, not {ar_backend!r}")
-        if ar_backend == "vllm" and (dlm_path is None or ar_path is None):
-            raise ValueError("the vllm AR backend runs the codila decoder's block decode: it needs a DLM and an AR")
         device = torch.device(device) if device is not None else default_device()
         if not isinstance(dtype, torch.dtype):
             dtype = default_dtype(device, dtype)
         dlm = DreamDLM.load(dlm_path, device, dtype) if dlm_path is not None else None
         ar = LocalAR.load(ar_path, device, dtype) if ar_path is not None else None
         engine = cls(dlm, ar, think_ids)
-        if ar_backend == "vllm" and ar is not None and ar_path is not None:
+        if ar_backend == "vllm" and ar is not None and ar_path is not None and dlm is not None:  # codila's blocks
             from codila_engine.models.vllm_ar import VllmBlockDecoder
 
             engine.block_decoder = VllmBlockDecoder(ar_path, ar.embedding, dtype=dtype, **(vllm_args or {}))

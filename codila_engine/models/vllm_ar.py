@@ -151,7 +151,7 @@ class VllmBlockDecoder:
             raise ValueError(f"the embedding has {self.vocab} rows, the AR at {folder} {config.get('vocab_size')}")
         self._dir = Path(tempfile.mkdtemp(prefix="codila-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         self._entropy_file, self._entropy = "", torch.empty(0, max_block_size)
-        self._files = 0
+        self._files = 0  # shared files written so far (entropy and masks), for new names
         self._masks: dict[int, tuple[torch.Tensor, str]] = {}  # id(allowed) -> (mask, file)
         self._lock = threading.Lock()  # one generate at a time: they share the entropy file
         self._finalizer = weakref.finalize(self, _cleanup, None, self._dir)
@@ -228,7 +228,8 @@ class VllmBlockDecoder:
         kept = self._masks.get(key)
         if kept is None or not torch.equal(kept[0], allowed.cpu()):
             mask = allowed.detach().to("cpu", torch.bool).clone()
-            path = self._dir / f"mask-{len(self._masks)}.bool"
+            path = self._dir / f"mask-{self._files}.bool"  # a new name: the processor maps each file once
+            self._files += 1
             path.write_bytes(mask.numpy().tobytes())
             kept = self._masks[key] = (mask, str(path))
         return kept[1]
