@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from lsprotocol import types
 
-from lsp_server import fill, jobs, protocol
+from lsp_server import jobs, protocol
 from lsp_server.params import InfillParams, parse_infill_params
 from lsp_server.settings import as_options
 
@@ -88,11 +88,11 @@ async def inline_completion(ls: CodilaServer, params: types.InlineCompletionPara
         return types.InlineCompletionList(items=[])
     uri, rid = params.text_document.uri, ls.request_id()
     number = ls.supersede(uri)
-    job, span = await ls.documents.read(uri, lambda doc: jobs.inline_job(ls.settings, ls.encoding, doc, params))
+    job = await ls.documents.read(uri, lambda doc: jobs.inline_job(ls.settings, ls.encoding, doc, params))
     done = await ls.run(job, rid, number)
     if done is None:
         return types.InlineCompletionList(items=[])
-    texts = [fill.trim(text, span, job.suffix) for _, text in done]
+    texts = [job.shape(text) for _, text in done]
     ls.draft(job, rid, texts[0], done=True, result=done[0][0])
     return types.InlineCompletionList(
         items=[types.InlineCompletionItem(insert_text=text, range=job.range) for text in texts]

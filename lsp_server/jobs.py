@@ -39,6 +39,12 @@ class Job:
     label: str  # for logs: what was asked where
     progress: types.ProgressToken | None = None  # the request's workDoneToken: decoding progress goes there
     count: int = 1  # decodes, with seeds seed, seed + 1, ...: one item each
+    span: Span | None = None  # an inline completion's span: its text is trimmed to what the span asks for
+
+    def shape(self, text: str) -> str:
+        """A draft or final text as the editor shows it: one function for both, so the last
+        streamed draft is the result (an infill's text is kept whole)."""
+        return fill.trim(text, self.span, self.suffix) if self.span is not None else text
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ def inline_job(
     encoding: str,
     doc: Document,
     params: types.InlineCompletionParams,
-) -> tuple[Job, Span]:
+) -> Job:
     """The decode an inline completion asks for, and its span."""
     text = usable(doc)
     position = params.position
@@ -107,7 +113,8 @@ def inline_job(
         label=f"inline {span.kind} at {position.line + 1}:{position.character + 1}",
         progress=params.work_done_token,
         count=settings.suggestions,
-    ), span
+        span=span,
+    )
 
 
 def selection(settings: Settings, encoding: str, doc: Document, rng: types.Range) -> Selection:

@@ -235,7 +235,8 @@ class CodilaServer(LanguageServer):
         def on_event(event: Event) -> None:
             nonlocal committed
             if n == 0 and not cancel.is_set():
-                self.draft(job, rid, job.lead + event.draft, done=False, masks=event.masks)
+                shown = job.shape(job.lead + event.draft)  # placeholders cut with their text go with it
+                self.draft(job, rid, shown, done=False, masks=event.masks[: shown.count(cfg.placeholder)])
                 committed += len(event.positions)
                 self.progress_report(
                     progress, f"{committed} of {cfg.span_tokens} tokens", min(100, 100 * committed // cfg.span_tokens)

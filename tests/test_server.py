@@ -158,6 +158,8 @@ async def test_drafts_stream_before_response_and_last_equals_result(client: Lang
     assert [d["done"] for d in drafts] == [False] * (len(drafts) - 1) + [True]
     assert len({d["id"] for d in drafts}) == 1 and {d["uri"] for d in drafts} == {URI}
     assert drafts[-1]["text"] == result.items[0].insert_text
+    assert drafts[-2]["text"] == drafts[-1]["text"]  # streamed drafts are shaped as the result: no jump at the end
+    assert all(len(d["masks"]) == d["text"].count("\u22ef") for d in drafts)  # one count per placeholder kept
     stats = drafts[-1]["stats"]
     assert stats["decoder"] == "codila" and stats["model"].startswith("DLM ") and stats["text_tokens"] >= 0
     assert stats["iterations"] == 3 and stats["tokens_per_s"] >= 0
