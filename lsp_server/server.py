@@ -314,7 +314,7 @@ def parse_args(argv: list[str] | None = None):
     import argparse
 
     from codila_engine.options import add_args
-    from lsp_server.settings import KEYS
+    from lsp_server.settings import KEYS, MODEL_KEYS
 
     p = argparse.ArgumentParser(
         prog="codila-lsp",
@@ -322,7 +322,7 @@ def parse_args(argv: list[str] | None = None):
         "start it; settings from the editor (initializationOptions) override these flags",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {server.version}")
-    add_args(p, [s for s in KEYS.values() if s.record == "model"])  # --dlm ... --engine-token-file
+    add_args(p, [KEYS[key] for key in MODEL_KEYS])  # --dlm ... --engine-token-file
     p.add_argument(
         "--log-level",
         default="warning",
@@ -350,9 +350,8 @@ def main(argv: list[str] | None = None) -> None:
         args.log_file,
         lambda kind, message: server.window_log_message(types.LogMessageParams(type=kind, message=message)),
     )
-    from lsp_server.settings import KEYS
+    from lsp_server.settings import MODEL_KEYS
 
-    model = [s.name for s in KEYS.values() if s.record == "model"]
-    server.settings = replace(server.settings, **{name: getattr(args, name) for name in model})
+    server.settings = replace(server.settings, **{name: getattr(args, name) for name in MODEL_KEYS.values()})
     server.client_timeout = args.client_timeout
     server.start_io()
