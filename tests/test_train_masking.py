@@ -158,3 +158,16 @@ def test_codila_rejects_a_region_without_a_block():
             mask_id=MASK,
             generator=torch.Generator(),
         )
+
+
+def test_span_tokens_sets_the_span_length_whatever_t_is():
+    noise = DlmNoise(span_fraction=1.0, pad_fraction=0.0, max_spans=1, span_tokens=(4, 16))
+    _, _, m = _mask(noise, b=2000)
+    totals = (m.labels != IGNORE).sum(1)
+    assert int(totals.min()) >= 4 and int(totals.max()) <= 16
+    # log-uniform: as many spans of 4-8 tokens as of 8-16 (a t-driven length is mostly > 16 here)
+    short, long = int(((totals >= 4) & (totals < 8)).sum()), int(((totals >= 8) & (totals <= 16)).sum())
+    assert abs(short - long) < 0.15 * len(totals)
+    assert torch.allclose(m.weights.sum(1), torch.ones(len(totals)))
+    with pytest.raises(ValueError, match="LO <= HI"):
+        DlmNoise(span_tokens=(8, 4))

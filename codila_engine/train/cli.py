@@ -74,6 +74,18 @@ def _adapt_args(p: argparse.ArgumentParser, command: str, shipped: str) -> None:
     p.add_argument("--rank", type=int, default=16, help="LoRA rank on every linear layer (default: 16)")
 
 
+def _span_tokens_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--span-tokens",
+        type=int,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=None,
+        help="span-masked sequences mask LO-HI tokens in all, log-uniform (default: a fraction t ~ U(0, 1) "
+        "of the sequence, as random masks)",
+    )
+
+
 def _codila_args(p: argparse.ArgumentParser) -> None:
     """The CoDiLA objective's options (ar-codila, ar-adapt)."""
     p.add_argument(
@@ -146,6 +158,7 @@ def add_train_subcommands(subparsers) -> None:
     _model_args(dlm, ModelSize(layers=6))
     _loop_args(dlm)
     dlm.add_argument("--span-fraction", type=float, default=0.3, help="fraction of sequences masked as spans, 0-1")
+    _span_tokens_arg(dlm)
     dlm.add_argument(
         "--pad-fraction",
         type=float,
@@ -171,6 +184,7 @@ def add_train_subcommands(subparsers) -> None:
     ad.add_argument(
         "--span-fraction", type=float, default=0.4, help="fraction of sequences masked as spans, 0-1 (default: 0.4)"
     )
+    _span_tokens_arg(ad)
     ad.add_argument(
         "--pad-fraction",
         type=float,
@@ -369,7 +383,7 @@ def run_dlm(args) -> None:
 
     cfg, device, tokenizer, size = _setup(args)
     data = _data(args, tokenizer)
-    noise = DlmNoise(span_fraction=args.span_fraction, pad_fraction=args.pad_fraction)
+    noise = DlmNoise(args.span_fraction, args.pad_fraction, span_tokens=args.span_tokens)
     _finish(
         args,
         train_dlm(
@@ -409,7 +423,7 @@ def run_dlm_adapt(args) -> None:
     from codila_engine.train.masking import DlmNoise
 
     base, cfg, device, dtype, tokenizer, data = _adapt_setup(args, "dlm-adapt", dream_tokenizer)
-    noise = DlmNoise(span_fraction=args.span_fraction, pad_fraction=args.pad_fraction)
+    noise = DlmNoise(args.span_fraction, args.pad_fraction, span_tokens=args.span_tokens)
     _finish(
         args,
         train_adapt(

@@ -2,11 +2,12 @@
 
 DLM (masked diffusion, as LLaDA/Dream): per sequence t ~ U(eps, 1); either every target token is
 masked with probability t (the ELBO's noise), or contiguous spans covering about t of the
-region are masked (infilling), or a span is masked after padding was inserted at its end
-(variable-length infilling as in Dream-Coder: a span of N masks holds the middle followed by
-pad tokens, so the model learns to close a too-long span with `<|endoftext|>`). Each masked
-token's loss weight is 1/(t n) for a region of n tokens: the sum over a sequence is the ELBO
-term normalised by length.
+region are masked (infilling; with `span_tokens`, spans of a length drawn log-uniformly in that
+range whatever t is, so that a fill with most of the file as context is not rare), or a span
+is masked after padding was inserted at its end (variable-length infilling as in Dream-Coder:
+a span of N masks holds the middle followed by pad tokens, so the model learns to close a
+too-long span with `<|endoftext|>`). Each masked token's loss weight is 1/(t n) for a region
+of n tokens: the sum over a sequence is the ELBO term normalised by length.
 
 Position 0 is never a target: Dream predicts token i from position i-1, and position 0 has
 no left neighbour (its logits already predict token 1).
@@ -17,6 +18,7 @@ p = (1 - eps) t + eps, t ~ U(0.2, 0.8), each block is masked with probability p,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,10 +32,13 @@ class DlmNoise:
     pad_fraction: float = 0.2  # sequences masked as one span with padding inserted at its end
     max_spans: int = 3
     eps: float = 1e-3
+    span_tokens: tuple[int, int] | None = None  # span mode's total masked tokens, log-uniform in [lo, hi]
 
     def __post_init__(self) -> None:
         if self.span_fraction < 0 or self.pad_fraction < 0 or self.span_fraction + self.pad_fraction > 1:
             raise ValueError("span_fraction and pad_fraction must be >= 0 and sum to at most 1")
+        if self.span_tokens is not None and not 1 <= self.span_tokens[0] <= self.span_tokens[1]:
+            raise ValueError(f"span_tokens {self.span_tokens}: give 1 <= LO <= HI tokens")
 
 
 @dataclass
@@ -57,6 +62,12 @@ def _composition(total: int, parts: int, g: torch.Generator) -> list[int]:
     cuts = sorted(_randint(0, total, g) for _ in range(parts - 1))
     bounds = [0, *cuts, total]
     return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+def span_total(span_tokens: tuple[int, int], n: int, g: torch.Generator) -> int:
+    """Masked tokens of one span-mode sequence: log-uniform in span_tokens, at most the region n."""
+    lo, hi = (math.log(x) for x in span_tokens)
+    return max(1, min(n, round(math.exp(lo + (hi - lo) * _uniform(g)))))
 
 
 def span_layout(start: int, n: int, masked: int, spans: int, g: torch.Generator) -> list[tuple[int, int]]:
@@ -107,7 +118,7 @@ def dlm_mask(
             targets[row, a : a + total] = True
             weights[row, a : a + total] = 1.0 / total
         elif mode < noise.pad_fraction + noise.span_fraction:
-            total = max(1, round(t * n))
+            total = max(1, round(t * n)) if noise.span_tokens is None else span_total(noise.span_tokens, n, g)
             for a, e in span_layout(start, n, total, _randint(1, noise.max_spans, g), g):
                 targets[row, a:e] = True
             weights[row, targets[row]] = 1.0 / total
