@@ -83,7 +83,7 @@ def test_dream_tokens_take_the_placeholders_ids(base):
         dream_tokenizer(folder, {"<|beginoftext|>": 5, "<|mask|>": 6})
 
 
-def test_resumed_training_follows_the_uninterrupted_loss_curve(base, tmp_path, monkeypatch):
+def test_resumed_training_follows_the_uninterrupted_loss_curve(base, tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     whole = run(base, tmp_path / "whole", steps=4)
     log = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
@@ -101,6 +101,21 @@ def test_resumed_training_follows_the_uninterrupted_loss_curve(base, tmp_path, m
 
     assert main(["train", "dlm-curve", "--run", str(tmp_path / "whole"), "--out", str(tmp_path / "c.png")]) in (0, None)
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+    # dlm-probe on the run's cached held-out windows gives the curve's own numbers for its checkpoint
+    data = sequences(dream_tokenizer(*base))
+    cache = tmp_path / "whole" / "data"
+    cache.mkdir()
+    one_more = torch.cat([data.tokens, data.tokens[:1]])  # packed() keeps (len - 1) // L windows: all of them
+    SequenceData(one_more, data.starts, data.lengths, data.target_starts, data.seq_len, data.pad_id).save(
+        cache / "held_out-64.safetensors", "any"
+    )
+    probe = ["train", "dlm-probe", "--run", str(tmp_path / "whole"), "--adapter", str(tmp_path / "whole" / "last")]
+    main([*probe, "--windows", "2", "--seq-len", "64", "--dtype", "float32"])
+    probed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {k: probed[k] for k in ("random-15", "random-50", "span-32")} == pytest.approx(
+        {k: curve[-1][k] for k in ("random-15", "random-50", "span-32")}
+    )
     assert all(f.stat().st_size < 50e6 for f in (tmp_path / "whole" / "best").iterdir())  # shippable files
 
 

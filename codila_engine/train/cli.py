@@ -241,6 +241,22 @@ def add_train_subcommands(subparsers) -> None:
     )
     cu.set_defaults(func=run_dlm_curve)
 
+    pr = sub.add_parser(
+        "dlm-probe",
+        help="masked top-1 of dlm-adapt checkpoints on more held-out windows than a run's curve uses "
+        "(to compare checkpoints and training ideas)",
+    )
+    pr.add_argument("--run", type=Path, required=True, help="a dlm-adapt --out folder: its cached held-out windows")
+    pr.add_argument("--adapter", type=Path, nargs="+", required=True, help="dlm-adapt checkpoints (e.g. RUN/last)")
+    pr.add_argument("--windows", type=int, default=40, help="held-out windows per metric (default: 40)")
+    pr.add_argument("--seq-len", type=int, default=256, help="window length in tokens, as trained (default: 256)")
+    pr.add_argument("--base", type=Path, default=None, help="base model folder (default: the checkpoint's own)")
+    pr.add_argument(
+        "--dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="as trained (default: auto)"
+    )
+    pr.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    pr.set_defaults(func=run_dlm_probe)
+
     for name, kind, what in (
         ("dlm-export", "dlm-adapt", "a Dream-format DLM"),
         ("ar-export", "ar-adapt", "a Qwen2 AR"),
@@ -479,6 +495,27 @@ def run_dlm_curve(args) -> None:
             f"random-50 {r['random-50']:.3f}  span-32 {r['span-32']:.3f}"
         )
     print(f"wrote {args.out}")
+
+
+def run_dlm_probe(args) -> None:
+    import torch
+
+    from codila_engine.models.checkpoint import default_dtype
+    from codila_engine.train.adapt import curve_metrics, eval_windows, load_adapted
+    from codila_engine.train.sequences import SequenceData
+
+    cached = args.run / "data" / f"held_out-{args.seq_len}.safetensors"
+    if not cached.is_file():
+        raise SystemExit(f"{cached} does not exist: give a dlm-adapt run's --out folder and its --seq-len")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    windows = eval_windows(SequenceData.read(cached).packed(), args.windows, args.seq_len)
+    device = torch.device("cpu")
+    dtype = default_dtype(device, None if args.dtype == "auto" else args.dtype)
+    for adapter in args.adapter:
+        made = json.loads((adapter / "base.json").read_text())  # the base and token ids it was trained with
+        model = load_adapted(adapter, args.base or made["base"], device, dtype, made["tokens"])
+        print(json.dumps({"adapter": str(adapter), "windows": len(windows), **curve_metrics(windows)(model)}))
 
 
 def run_export(args) -> None:

@@ -89,6 +89,15 @@ class SequenceData:
             meta = f.metadata() or {}
         if meta.get("fingerprint") != fingerprint:
             return None
+        return cls.read(path)
+
+    @classmethod
+    def read(cls, path: Path) -> "SequenceData":
+        """The sequences saved at `path`, whatever data made them."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
         t = load_file(str(path))
         return cls(
             t["tokens"], t["starts"], t["lengths"], t["target_starts"], int(meta["seq_len"]), int(meta["pad_id"])
