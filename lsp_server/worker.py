@@ -64,9 +64,7 @@ class DecodeWorker:
         key = (dlm, ar, device, dtype, cache_dir, decoder, ar_backend)
         if self._engine is not None and self._key == key:
             return self._engine
-        if isinstance(self._engine, Engine):
-            self._engine.close()  # a vLLM engine's process ends with the engine it served
-        self._engine, self._key = None, None
+        self._drop()
         try:
             models = model_folders(
                 dlm, ar, decoder, flags=("the `dlm` setting", "the `ar` setting"), cache_dir=cache_dir, progress=False
@@ -82,7 +80,7 @@ class DecodeWorker:
         key = ("remote", url, token_file)
         if isinstance(self._engine, RemoteEngine) and self._key == key:
             return self._engine
-        self._engine, self._key = None, None
+        self._drop()
         try:
             engine = RemoteEngine.connect(url, token_file=token_file)
         except (EngineUnavailable, ValueError, OSError) as exc:  # ValueError: a bad URL or no token
@@ -90,6 +88,13 @@ class DecodeWorker:
         log.info("using the codila engine at %s: %s", url, engine.name)
         self._engine, self._key, self.models = engine, key, engine.models
         return engine
+
+    def _drop(self) -> None:
+        """Close the engine being replaced: a vLLM engine's process ends with it, a remote one's
+        pooled connections close."""
+        if self._engine is not None:
+            self._engine.close()
+        self._engine, self._key = None, None
 
     async def load(self, *key) -> Models | RemoteModels:
         """Load the engine for `key` (the settings' model_key); returns its models."""

@@ -21,6 +21,10 @@ CLIENTS = [f"client{n:02d}" for n in range(1, 21)]
 NAMES = ["alice", "bob", "carol", "editor", *CLIENTS]
 MAX_CLIENT_REQUESTS = 3
 MAX_REQUEST_BYTES = 64 * 1024
+# failed authentications per address within a minute: above the tests' own failures from 127.0.0.1
+# (8 in a whole run: test_serve's 6, the refused language server's 2), so only the lockout test (from
+# 127.0.0.2) is locked out
+MAX_AUTH_FAILURES = 16
 
 
 def token_of(name: str) -> str:
@@ -39,9 +43,19 @@ class TeamServer:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout=30):
-        """(status, headers, body) of one raw request."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        timeout=30,
+        source: str | None = None,
+    ):
+        """(status, headers, body) of one raw request (from the address `source`, a loopback one)."""
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=timeout, source_address=(source, 0) if source else None
+        )
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
@@ -131,6 +145,8 @@ def start(tiny_pair) -> TeamServer:
         str(MAX_CLIENT_REQUESTS),
         "--max-request-mib",
         str(MAX_REQUEST_BYTES / 2**20),
+        "--max-auth-failures",
+        str(MAX_AUTH_FAILURES),
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

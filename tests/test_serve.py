@@ -4,21 +4,24 @@ server on local Ray (127.0.0.1, the tiny pair, two replicas) through RemoteEngin
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import os
 import signal
+import socket
 import threading
 import time
 
 import pytest
 import torch
-from serve_fixtures import CLIENTS, MAX_CLIENT_REQUESTS, MAX_REQUEST_BYTES, TeamServer, token_of
+from serve_fixtures import CLIENTS, MAX_AUTH_FAILURES, MAX_CLIENT_REQUESTS, MAX_REQUEST_BYTES, TeamServer, token_of
 from serve_fixtures import team_server  # noqa: F401 - the shared server, a fixture
 
 from codila_engine.config import DecodeConfig
+from codila_engine.decoding.events import Result
 from codila_engine.serve import wire
-from codila_engine.serve.auth import ClientLimits, TokenError, Tokens, client_token
-from codila_engine.serve.client import EngineUnavailable, RemoteEngine
+from codila_engine.serve.auth import ClientLimits, FailedLogins, TokenError, Tokens, client_token
+from codila_engine.serve.client import POOL_SIZE, EngineUnavailable, RemoteEngine
 
 LONG = DecodeConfig(max_new_tokens=400, block_size=1)  # 400 one-token iterations: long enough to interrupt
 PROMPT = "def add(a, b):\n"
@@ -98,6 +101,163 @@ def test_client_limits_count_per_client_and_in_all():
     assert "limit of 3" in limits.enter("c")
     limits.leave("a")
     assert limits.enter("c") is None and limits.open == {"a": 1, "b": 1, "c": 1}
+
+
+def test_failed_logins_lock_an_address_out_for_the_window_then_it_starts_afresh():
+    logins = FailedLogins(limit=3, window_s=60)
+    assert not logins.failed("a", 0.0) and not logins.failed("a", 1.0) and logins.locked("a", 1.0) == 0
+    assert logins.failed("a", 2.0)  # the third within the window: locked out, said once
+    assert logins.locked("a", 2.5) == 59.5 and logins.locked("a", 61.9) == pytest.approx(0.1)
+    assert logins.locked("b", 2.5) == 0 and not logins.failed("b", 3.0)  # other addresses go on
+    assert logins.lockouts == 1 and logins.active(10.0) == 1
+    assert logins.locked("a", 62.0) == 0 and "a" not in logins.entries  # the window passed: a fresh start
+    assert not logins.failed("a", 63.0) and not logins.failed("a", 64.0) and logins.failed("a", 65.0)
+    assert logins.lockouts == 2
+
+    sliding = FailedLogins(limit=3, window_s=60)
+    for t in (0.0, 30.0, 61.0):  # the first has aged out by the third
+        assert not sliding.failed("a", t)
+    assert sliding.locked("a", 61.0) == 0 and sliding.failed("a", 62.0)  # 30, 61, 62
+    assert sliding.locked("a", 100.0) == 22.0
+
+    assert not any(FailedLogins(limit=0).failed("a", float(t)) for t in range(100))  # 0: no limit
+    with pytest.raises(ValueError):
+        FailedLogins(limit=3, window_s=0)
+
+
+def test_failed_logins_remember_a_bounded_number_of_addresses():
+    logins = FailedLogins(limit=2, window_s=60, max_addresses=100)
+    for n in range(10_000):  # many addresses, each failing once: the least recently failed are forgotten
+        logins.failed(f"10.0.{n // 256}.{n % 256}", n / 1000)
+        assert len(logins.entries) <= 100
+    assert "10.0.0.0" not in logins.entries and "10.0.39.15" in logins.entries
+    assert logins.failed("10.0.39.15", 10.0)  # a remembered one still locks out
+    logins.failed("192.0.2.1", 200.0)  # later: every other entry has expired and goes
+    assert list(logins.entries) == ["192.0.2.1"]
+
+
+class _StubHandler(http.server.BaseHTTPRequestHandler):
+    """The team server's API as far as RemoteEngine's connections are concerned (HTTP/1.1 keep-alive)."""
+
+    protocol_version = "HTTP/1.1"
+    server: "_Stub"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.answer()
+
+    def do_POST(self) -> None:
+        self.answer()
+
+    def answer(self) -> None:
+        stub = self.server
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        with stub.lock:
+            stub.seen.append((self.path, self.client_address[1]))  # the client's port: its connection
+            drop, stub.drop = stub.drop > 0, max(0, stub.drop - 1)
+        if drop:  # as a server closing an idle connection the moment the request came: no answer at all
+            self.close_connection = True
+            return
+        if self.path == "/v1/decode":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            lines = [{"type": "start", "id": body["id"], "replica": "r", "pid": 1, "decoder": "codila"}]
+            lines.append(wire.result_message(Result("x", [1], decoder="codila"), body["id"]))
+            for n, message in enumerate(lines):
+                data = wire.line(message)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+                if stub.cut_decodes and n == 0:  # the stream breaks after its first line
+                    self.close_connection = True
+                    return
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            answers = {"/v1/info": {"model": "stub", "decoders": ["codila"]}, "/v1/tokenize": {"ids": [1, 2]}}
+            data = json.dumps(answers.get(self.path, {"cancelled": False})).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        if stub.close_after:  # answered, then the connection closed without a word (a keep-alive timeout)
+            self.close_connection = True
+
+
+class _Stub(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _StubHandler)
+        self.lock = threading.Lock()
+        self.seen: list[tuple[str, int]] = []
+        self.drop = 0  # the next `drop` requests get no answer, their connection closed
+        self.close_after = False
+        self.cut_decodes = False
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> "_Stub":
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def connections(self) -> int:
+        return len({port for _, port in self.seen})
+
+
+def test_remote_engine_reuses_its_connections_and_resends_only_what_got_no_answer():
+    with _Stub() as stub:
+        engine = RemoteEngine(stub.url, "x" * 20)
+        for _ in range(5):
+            assert engine.decode(PROMPT).run().text == "x" and engine.encode("a") == [1, 2]
+        assert len(stub.seen) == 11 and stub.connections() == 1 == engine.pool.opened  # one connection for all
+
+        stub.drop = 1  # the kept-alive connection closed as the request came: sent again, once, on a new one
+        assert engine.encode("a") == [1, 2]
+        assert [path for path, _ in stub.seen[-2:]] == ["/v1/tokenize"] * 2 and stub.connections() == 2
+        stub.drop = 2  # and a new connection failing too is the answer
+        with pytest.raises(EngineUnavailable, match="cannot reach"):
+            engine.decode(PROMPT)
+        assert [path for path, _ in stub.seen[-2:]] == ["/v1/decode"] * 2 and len(stub.seen) == 15
+        with pytest.raises(EngineUnavailable, match="cannot reach"):
+            RemoteEngine("http://127.0.0.1:9", "x" * 20)  # nothing listens there: nothing to resend
+
+        stub.close_after = True  # closed after answering: noticed (or resent) before the next request
+        for _ in range(3):
+            assert engine.encode("a") == [1, 2]
+        stub.close_after = False
+        assert [path for path, _ in stub.seen[-3:]] == ["/v1/tokenize"] * 3  # each sent once
+
+        stub.cut_decodes = True  # an answer had begun: never sent again
+        before = len(stub.seen)
+        with pytest.raises(EngineUnavailable, match="before its result|mid-decode"):
+            engine.decode(PROMPT).run()
+        assert [path for path, _ in stub.seen[before:]] == ["/v1/decode"]
+        stub.cut_decodes = False
+
+        errors: list[Exception] = []
+
+        def client() -> None:  # the language server's threads share one engine
+            try:
+                for _ in range(10):
+                    assert engine.decode(PROMPT).run().text == "x" and engine.encode("a") == [1, 2]
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=client) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors and len(engine.pool.idle) <= POOL_SIZE, errors
+        engine.close()
+        assert not engine.pool.idle
 
 
 def test_batched_forwards_equal_single_ones_and_concurrent_decodes_share_them(tiny_pair):
@@ -307,6 +467,62 @@ def test_unauthenticated_wrong_token_oversized_and_malformed_requests_are_reject
         time.sleep(0.2)
     assert team_server.log_text().count("rejected POST /v1/decode") >= 18
     assert remote(team_server, "carol").decode(PROMPT, "", DecodeConfig(max_new_tokens=4)).run().text is not None
+
+
+def _can_send_from(address: str) -> bool:
+    try:
+        with socket.socket() as s:
+            s.bind((address, 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_an_address_failing_to_authenticate_too_often_is_locked_out_without_its_token_checked(
+    team_server: TeamServer,
+):
+    if not _can_send_from("127.0.0.2"):
+        pytest.skip("cannot send from 127.0.0.2 here (all of 127/8 is loopback on Linux)")
+    guess = {"Authorization": "Bearer guessed-token-0123456789"}
+    good = {"Authorization": f"Bearer {token_of('carol')}"}
+    before = team_server.info()
+    for _ in range(MAX_AUTH_FAILURES):
+        status, _, _ = team_server.call("GET", "/v1/info", headers=guess, source="127.0.0.2")
+        assert status == 401
+    for headers in (guess, good, guess):  # locked out: not even the right token is looked at
+        status, got, raw = team_server.call("GET", "/v1/info", headers=headers, source="127.0.0.2")
+        got = {k.lower(): v for k, v in got.items()}
+        assert status == 429 and 0 < int(got["retry-after"]) <= 60, (status, got)
+        assert json.loads(raw)["error"].startswith("too many failed authentications from this address")
+    assert remote(team_server, "carol").encode(PROMPT)  # other addresses are not held up
+    info = team_server.info()
+    assert info["lockouts"]["total"] == before["lockouts"]["total"] + 1 and info["lockouts"]["active"] >= 1
+    assert info["rejected"]["429"] - before["rejected"].get("429", 0) == 3
+    assert info["limits"]["max_auth_failures"] == MAX_AUTH_FAILURES
+    assert {r["peer"] for r in info["recent_rejections"][-MAX_AUTH_FAILURES:]} == {"127.0.0.2"}  # the real peer
+    for _ in range(50):  # logged once, when the lockout began; its 429s are not logged
+        if "locking out 127.0.0.2" in team_server.log_text():
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    log = team_server.log_text()
+    assert log.count("locking out 127.0.0.2") == 1
+    assert log.count("from 127.0.0.2: 401") == MAX_AUTH_FAILURES and "from 127.0.0.2: 429" not in log
+
+
+def test_a_remote_engine_sends_its_requests_on_one_kept_alive_connection(team_server: TeamServer):
+    engine = remote(team_server, "carol")
+    for _ in range(3):
+        decoding = engine.decode(PROMPT, "", DecodeConfig(max_new_tokens=4))
+        assert not decoding.run().cancelled and engine.record(decoding.id)["status"] == "done"
+    assert engine.encode(PROMPT) and engine.records()
+    assert engine.pool.opened == 1 and engine.pool.reused == 8, vars(engine.pool)
+    cancel = threading.Event()
+    decoding = engine.decode(PROMPT, SUFFIX, LONG, cancel)
+    for _ in decoding:
+        cancel.set()  # /v1/cancel goes on a second connection while the decode holds the first
+    assert decoding.result.cancelled and decoding.result.stats.iterations < 400
+    assert engine.encode(PROMPT) and engine.pool.opened == 2 and len(engine.pool.idle) == 2  # both kept
 
 
 def test_each_client_has_its_own_limit_on_requests_in_flight(team_server: TeamServer):

@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import stat
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,3 +131,70 @@ class ClientLimits:
             self.open[client] = left
         else:
             self.open.pop(client, None)
+
+
+@dataclass
+class _Failures:
+    times: deque[float]  # the address's failed authentications within the window, oldest first
+    until: float = 0.0  # locked out until then (0: not locked out)
+    last: float = 0.0  # the latest failure; the entry expires `window_s` after it
+
+
+class FailedLogins:
+    """Failed authentications per remote address, bounded. After `limit` failures within
+    `window_s` seconds an address is locked out for `window_s` seconds: `locked` says how long
+    its requests are still refused (the gateway answers them 429 without looking at their
+    token), and once that has passed the address starts afresh. A successful login does not
+    forget failures (another client behind the same address may be the one guessing). At most
+    `max_addresses` are remembered: addresses whose failures have all aged out go first, then
+    the least recently failed. `limit` 0: no limit. Time is passed in (monotonic seconds)."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0, max_addresses: int = 10_000) -> None:
+        if limit < 0 or window_s <= 0 or max_addresses < 1:
+            raise ValueError("FailedLogins: limit >= 0, window_s > 0 and max_addresses >= 1")
+        self.limit, self.window_s, self.max_addresses = limit, window_s, max_addresses
+        self.entries: OrderedDict[str, _Failures] = OrderedDict()  # least recently failed first
+        self.lockouts = 0  # addresses locked out so far
+
+    def locked(self, address: str, now: float) -> float:
+        """Seconds until `address` may try again: 0.0 when it may now."""
+        entry = self.entries.get(address)
+        if entry is None or not entry.until:
+            return 0.0
+        if now < entry.until:
+            return entry.until - now
+        del self.entries[address]  # the lockout is over: a fresh start
+        return 0.0
+
+    def failed(self, address: str, now: float) -> bool:
+        """Count a failed authentication from `address`; True when this one locks it out (once
+        per lockout: the moment to log it)."""
+        if self.limit == 0:
+            return False
+        entry = self.entries.pop(address, None)
+        if entry is None or (entry.until and now >= entry.until):
+            entry = _Failures(deque(maxlen=self.limit))
+        while entry.times and entry.times[0] <= now - self.window_s:
+            entry.times.popleft()
+        entry.times.append(now)
+        entry.last = now
+        self.entries[address] = entry  # to the end: the most recently failed
+        self._prune(now)
+        if entry.until or len(entry.times) < self.limit:
+            return False
+        entry.until = now + self.window_s
+        self.lockouts += 1
+        return True
+
+    def active(self, now: float) -> int:
+        """Addresses locked out now."""
+        return sum(1 for e in self.entries.values() if now < e.until)
+
+    def _prune(self, now: float) -> None:
+        # Entries are in the order of their last failure, which is also the order they expire
+        # in (a locked-out address fails no more, and its lockout ends `window_s` after that).
+        while self.entries:
+            oldest = next(iter(self.entries.values()))
+            if len(self.entries) <= self.max_addresses and oldest.last + self.window_s > now:
+                break
+            self.entries.popitem(last=False)

@@ -56,6 +56,20 @@ def add_serve_subcommands(sub) -> None:
         default=4.0,
         help="the largest request body, in MiB (2^20 bytes) (default: %(default)s)",
     )
+    net.add_argument(
+        "--max-auth-failures",
+        type=int,
+        default=10,
+        help="failed authentications (a missing or wrong token) from one address within --auth-failure-window-s; "
+        "then that address gets 429, its tokens unchecked, for that long; 0: no limit (default: %(default)s)",
+    )
+    net.add_argument(
+        "--auth-failure-window-s",
+        type=float,
+        default=60.0,
+        help="the window of --max-auth-failures and how long an address stays locked out, in seconds "
+        "(default: %(default)s)",
+    )
     rep = p.add_argument_group("replicas")
     rep.add_argument(
         "--replicas",
@@ -151,6 +165,8 @@ def _check(args: argparse.Namespace) -> None:
         ("--max-client-requests", args.max_client_requests >= 1),
         ("--max-requests", args.max_requests >= 1),
         ("--max-request-mib", 0 < args.max_request_mib <= 1024),
+        ("--max-auth-failures", args.max_auth_failures >= 0),
+        ("--auth-failure-window-s", 0 < args.auth_failure_window_s <= 86400),
         ("--num-cpus", args.num_cpus > 0),
         ("--num-gpus", args.num_gpus >= 0),
         ("--port", 0 < args.port < 65536),
@@ -183,6 +199,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_requests=args.max_requests,
             max_request_bytes=int(args.max_request_mib * MIB),
             retry=not args.no_retry,
+            max_auth_failures=args.max_auth_failures,
+            auth_failure_window_s=args.auth_failure_window_s,
         ),
         host=args.host,
         port=args.port,

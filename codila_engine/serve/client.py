@@ -7,6 +7,13 @@ set (a watcher thread blocks on the flag), so the replica stops within one itera
 stream ends with the decode's real, cancelled Result; if that does not come, the connection is
 closed, which cancels it too. The engine unreachable, refusing the token, at its limits, or
 losing the replica twice raises EngineUnavailable with the server's own sentence.
+
+Connections are kept alive and reused (a pool of up to POOL_SIZE idle ones, shared by the
+threads using the engine): a decode's stream, read to its end, leaves its connection for the
+next request; one cut short (the consumer stopped, a cancel not answered) is closed, which is
+what cancels it on the server. A pooled connection that the server closed while it was idle is
+noticed before use, or, if the request then gets no answer at all, the request is sent once
+more on a new connection; nothing is ever sent again once any of its answer has arrived.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -32,6 +40,10 @@ from codila_engine.serve.auth import client_token
 log = logging.getLogger(__name__)
 CANCEL_GRACE_S = 5.0  # after /v1/cancel, how long to wait for the cancelled result
 MAX_LINE = 64 * 2**20
+POOL_SIZE = 8  # idle keep-alive connections kept per RemoteEngine
+POOL_IDLE_S = 60.0  # an idle connection older than this is closed, not reused (Ray's proxy closes its own at 90 s,
+# nginx at 75 s)
+DRAIN_S = 5.0  # after a decode's result line, how long the end of its stream may take before the connection is dropped
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,67 @@ class EngineUnavailable(RuntimeError):
     """The engine could not be reached, refused the token, is at its limits, or failed a decode."""
 
 
+class _Pool:
+    """Idle keep-alive connections, most recently used first out; thread-safe."""
+
+    def __init__(self, make, size: int = POOL_SIZE, idle_s: float = POOL_IDLE_S) -> None:
+        self.make, self.size, self.idle_s = make, size, idle_s
+        self.lock = threading.Lock()
+        self.idle: list[tuple[http.client.HTTPConnection, float]] = []  # (connection, idle since), oldest first
+        self.opened = 0  # connections made (for statistics and tests)
+        self.reused = 0  # requests sent on a pooled connection
+
+    def get(self, new: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection (`new`: a new one) and whether it was pooled (used before)."""
+        now = time.monotonic()
+        drop = []
+        found = None
+        with self.lock:
+            while self.idle and now - self.idle[0][1] >= self.idle_s:
+                drop.append(self.idle.pop(0)[0])
+            while self.idle and found is None and not new:
+                conn = self.idle.pop()[0]
+                if _usable(conn):
+                    found = conn
+                    self.reused += 1
+                else:
+                    drop.append(conn)
+            if found is None:
+                self.opened += 1
+        for conn in drop:
+            conn.close()
+        return (found, True) if found is not None else (self.make(), False)
+
+    def put(self, conn: http.client.HTTPConnection) -> None:
+        with self.lock:
+            if conn.sock is not None and len(self.idle) < self.size:
+                self.idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+    def clear(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for conn, _ in idle:
+            conn.close()
+
+
+def _usable(conn: http.client.HTTPConnection) -> bool:
+    """An idle connection the server has not closed: its socket has nothing to read (an idle
+    keep-alive connection that is readable has reached its end, or holds bytes nobody asked for)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        if hasattr(select, "poll"):  # any descriptor number (select's stop at 1024)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return not poller.poll(0)
+        return not select.select([sock], [], [], 0)[0]
+    except (OSError, ValueError):
+        return False
+
+
 class RemoteEngine:
     def __init__(self, url: str, token: str, *, timeout: float = 30.0, idle_timeout: float = 600.0) -> None:
         """`timeout`: connecting and short requests; `idle_timeout`: the longest a decode may go
@@ -59,6 +132,8 @@ class RemoteEngine:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base = parts.path.rstrip("/")  # behind a reverse proxy under a path prefix
         self.token, self.timeout, self.idle_timeout = token, timeout, idle_timeout
+        self._ssl = ssl.create_default_context() if self.scheme == "https" else None
+        self.pool = _Pool(self._connection)
         self.info = self._json("GET", "/v1/info")
 
     @classmethod
@@ -78,16 +153,19 @@ class RemoteEngine:
     def decoders(self) -> tuple[str, ...]:
         return tuple(self.info["decoders"])
 
+    def close(self) -> None:
+        """Close the idle connections (decodes still running keep theirs; a later request opens anew)."""
+        self.pool.clear()
+
     # --- HTTP ------------------------------------------------------------------------------
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
-        if self.scheme == "https":
-            return http.client.HTTPSConnection(
-                self.host, self.port, timeout=timeout, context=ssl.create_default_context()
-            )
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._ssl is not None:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._ssl)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
     def _open(self, method: str, path: str, body: dict | None, timeout: float):
-        conn = self._connection(timeout)
+        """Send a request on a pooled connection, or a new one; (connection, response) once the
+        answer's status and headers have come. The caller hands the connection back (`_release`)."""
         headers = {
             "Authorization": f"Bearer {self.token}",
             "User-Agent": f"codila/{installed_version() or 'dev'}",
@@ -97,14 +175,35 @@ class RemoteEngine:
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
-        try:
-            conn.request(method, self.base + path, body=data, headers=headers)
-            return conn, conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
+        for attempt in (1, 2):
+            conn, pooled = self.pool.get(new=attempt > 1)
+            try:
+                if conn.sock is None:
+                    conn.connect()  # within `self.timeout`
+                assert conn.sock is not None
+                conn.sock.settimeout(timeout)  # then the answer's own
+                conn.request(method, self.base + path, body=data, headers=headers)
+                return conn, conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                # A kept-alive connection the server closed as we sent: nothing of an answer came,
+                # so the request goes again, once, on a new connection (a new connection failing
+                # is the answer; so is a timeout, or anything after an answer began).
+                if pooled and attempt == 1 and isinstance(exc, ConnectionError):
+                    log.debug("a kept-alive connection to %s was closed (%s); sending again", self.url, exc)
+                    self.pool.clear()  # its idle siblings likely went the same way (a server restart)
+                    continue
+                raise EngineUnavailable(
+                    f"cannot reach the codila engine at {self.url}: {exc or type(exc).__name__}"
+                ) from None
+        raise AssertionError("unreachable")
+
+    def _release(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        """Back to the pool if its answer was read to the end and the server keeps it open."""
+        if response.isclosed() and not response.will_close:
+            self.pool.put(conn)
+        else:
             conn.close()
-            raise EngineUnavailable(
-                f"cannot reach the codila engine at {self.url}: {exc or type(exc).__name__}"
-            ) from None
 
     def _failure(self, response: http.client.HTTPResponse) -> Exception:
         """The exception for a non-200 answer: ValueError for the request's own fault."""
@@ -129,7 +228,7 @@ class RemoteEngine:
             except (ValueError, OSError, http.client.HTTPException) as exc:
                 raise EngineUnavailable(f"a broken answer from the codila engine at {self.url}: {exc}") from None
         finally:
-            conn.close()
+            self._release(conn, response)
 
     # --- the Engine interface ----------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -166,7 +265,7 @@ class RemoteEngine:
             try:
                 raise self._failure(response)
             finally:
-                conn.close()
+                self._release(conn, response)
         return RemoteDecoding(self, conn, response, rid, cfg.placeholder, cancel)
 
 
@@ -197,6 +296,9 @@ class RemoteDecoding:
         self.cancel_sent_at: float | None = None
         self._finished = threading.Event()
         self._used = False
+        self._lock = threading.Lock()  # the connection's fate: back to the pool, or cut by the watcher
+        self._done = False  # the stream has ended here: the watcher may no longer touch the connection
+        self._cut = False  # the watcher shut the connection down
 
     def _messages(self) -> Iterator[dict]:
         while True:
@@ -230,12 +332,16 @@ class RemoteDecoding:
             self._abort()
 
     def _abort(self) -> None:
-        sock = self.conn.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        with self._lock:
+            if self._done:  # the stream ended meanwhile; its connection may serve another request now
+                return
+            self._cut = True
+            sock = self.conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def _cancelled(self, last: Event | None) -> Result:
         """The result of a decode whose stream was cut after a cancel: what the events showed."""
@@ -250,6 +356,7 @@ class RemoteDecoding:
         if self.cancel is not None:
             threading.Thread(target=self._watch, name=f"codila-cancel-{self.id[:8]}", daemon=True).start()
         last = None
+        complete = False  # the result line came: the stream can be read to its end and its connection kept
         try:
             for message in self._messages():
                 kind = message.get("type")
@@ -270,6 +377,7 @@ class RemoteDecoding:
                 elif kind == "result":
                     self.result = wire.result_of(message)
                     self.stats = self.result.stats
+                    complete = True
                     return
                 elif kind == "error":
                     if self.cancel_sent_at is not None:
@@ -287,7 +395,24 @@ class RemoteDecoding:
             raise
         finally:
             self._finished.set()
+            with self._lock:
+                self._done = True
+                keep = complete and not self._cut
+            if keep:
+                self._keep()
+            else:
+                self.conn.close()
+
+    def _keep(self) -> None:
+        """Read the stream's end (it follows the result line at once) and pool the connection."""
+        try:
+            if self.conn.sock is not None:
+                self.conn.sock.settimeout(DRAIN_S)
+            self.response.read()
+        except (OSError, http.client.HTTPException):
             self.conn.close()
+            return
+        self.engine._release(self.conn, self.response)
 
     def run(self) -> Result:
         for _ in self:

@@ -1,6 +1,7 @@
 """The team server's HTTP front: every request is authenticated, bounded and checked here.
 
-Order, for every request: the token (401, before anything about the request is read or
+Order, for every request: an address locked out after too many failed authentications (429,
+its token not even looked at), the token (401, before anything about the request is read or
 revealed), the body's size (413), the per-client and total limits (429), the body itself (400),
 then the work. A rejected request gets its status and a one-sentence JSON error, nothing else,
 and one warning line in the log; the recent ones are counted in /v1/info. A decode streams NDJSON
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import Counter, deque
@@ -23,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from codila_engine.serve import wire
-from codila_engine.serve.auth import ClientLimits, Tokens
+from codila_engine.serve.auth import ClientLimits, FailedLogins, Tokens
 
 log = logging.getLogger("ray.serve.codila")
 NDJSON = "application/x-ndjson"
@@ -43,6 +45,8 @@ class Limits:
     max_requests: int = 256  # in flight in all
     max_request_bytes: int = 4 * 2**20
     retry: bool = True  # run a decode again, once, when its replica dies
+    max_auth_failures: int = 10  # failed authentications per address within the window; then 429 (0: no limit)
+    auth_failure_window_s: float = 60.0  # the window, and how long an address stays locked out
 
 
 class Rejected(Exception):
@@ -70,6 +74,7 @@ class Gateway:
         self.engine, self.ledger = engine, ledger  # deployment handles
         self.tokens, self.limits = tokens, limits
         self.admit = ClientLimits(limits.max_client_requests, limits.max_requests)
+        self.failed_logins = FailedLogins(limits.max_auth_failures, limits.auth_failure_window_s)
         self.flights: dict[tuple[str, str], Flight] = {}
         self.rejected: Counter[int] = Counter()
         self.recent: deque[dict] = deque(maxlen=50)
@@ -78,10 +83,21 @@ class Gateway:
     # --- every request ---------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
         peer = request.client.host if request.client else "?"
+        wait = self.failed_logins.locked(peer, time.monotonic())
+        if wait > 0:  # the token is not looked at: guessing gets nothing; logged once, when it began
+            return self.locked_out(wait)
         try:
             name = self.tokens.client(request.headers.get("authorization"))
             if name is None:
                 why = "no token" if "authorization" not in request.headers else "a token that is not accepted"
+                if self.failed_logins.failed(peer, time.monotonic()):
+                    log.warning(
+                        "locking out %s for %g s: %d failed authentications within %g s (its requests get 429)",
+                        peer,
+                        self.limits.auth_failure_window_s,
+                        self.limits.max_auth_failures,
+                        self.limits.auth_failure_window_s,
+                    )
                 raise Rejected(401, "unauthorized", why)
             client = name or f"@{peer}"  # unnamed tokens: one client per address
             path = request.url.path
@@ -119,6 +135,13 @@ class Gateway:
             return self.reject(request, peer, exc)
         except ClientDisconnect:
             return Response(status_code=400)
+
+    def locked_out(self, wait: float) -> Response:
+        """429 for an address locked out after failed authentications: counted, not logged."""
+        self.rejected[429] += 1
+        seconds = max(1, math.ceil(wait))
+        message = f"too many failed authentications from this address; try again in {seconds} s"
+        return JSONResponse({"error": message}, status_code=429, headers={"Retry-After": str(seconds)})
 
     def reject(self, request: Request, peer: str, exc: Rejected) -> Response:
         self.rejected[exc.status] += 1
@@ -161,6 +184,8 @@ class Gateway:
                 "max_client_requests": self.limits.max_client_requests,
                 "max_requests": self.limits.max_requests,
                 "max_request_bytes": self.limits.max_request_bytes,
+                "max_auth_failures": self.limits.max_auth_failures,
+                "auth_failure_window_s": self.limits.auth_failure_window_s,
                 "max_new_tokens": wire.MAX_NEW_TOKENS,
                 "max_context": wire.MAX_CONTEXT,
             },
@@ -168,6 +193,7 @@ class Gateway:
             "served": self.served,
             "rejected": {str(k): v for k, v in sorted(self.rejected.items())},
             "recent_rejections": list(self.recent),
+            "lockouts": {"active": self.failed_logins.active(time.monotonic()), "total": self.failed_logins.lockouts},
         }
 
     async def lookup(self, client: str, text: str) -> Response:
