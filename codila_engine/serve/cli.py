@@ -88,15 +88,19 @@ def add_serve_subcommands(sub) -> None:
     rep.add_argument(
         "--no-batching",
         action="store_true",
-        help="each decode runs its own DLM forwards (default: concurrent decodes on a replica share them)",
+        help="each decode runs its own DLM forwards and AR block decodes (default: concurrent decodes on a "
+        "replica share them)",
     )
     rep.add_argument(
         "--batch-wait-ms",
         type=float,
         default=5.0,
-        help="how long a DLM forward waits for the other decodes' canvases, in milliseconds (default: %(default)s)",
+        help="how long a DLM forward or AR block decode waits for the other decodes', in milliseconds "
+        "(default: %(default)s)",
     )
-    rep.add_argument("--max-batch", type=int, default=32, help="canvases per batched forward (default: %(default)s)")
+    rep.add_argument(
+        "--max-batch", type=int, default=32, help="decodes per batched DLM forward or AR call (default: %(default)s)"
+    )
     rep.add_argument(
         "--no-retry",
         action="store_true",
@@ -116,9 +120,6 @@ def add_serve_subcommands(sub) -> None:
     )
     add_model_args(b)
     b.add_argument("--decoder", choices=DECODERS, default="auto", help="as for serve (default: %(default)s)")
-    b.add_argument(
-        "--tiny", action="store_true", help="the tests' tiny random-weight pair, built in a temporary folder"
-    )
     b.add_argument("--clients", default="1,4,16,32", help="concurrency levels (default: %(default)s)")
     b.add_argument("--replicas", default="1,2", help="replica counts to run (default: %(default)s)")
     b.add_argument("--batching", default="on,off", help="batching settings to run (default: %(default)s)")

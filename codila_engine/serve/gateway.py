@@ -180,6 +180,19 @@ class Gateway:
         return {
             **{k: engine[k] for k in ("model", "decoders", "device", "dtype", "batching", "max_decodes")},
             "replicas": states,
+            "answered_by": {  # the replica that answered this request: its counters are its own
+                k: engine[k]
+                for k in (
+                    "replica",
+                    "pid",
+                    "running",
+                    "decodes",
+                    "batched_forwards",
+                    "batched_canvases",
+                    "batched_ar_calls",
+                    "batched_ar_asks",
+                )
+            },
             "limits": {
                 "max_client_requests": self.limits.max_client_requests,
                 "max_requests": self.limits.max_requests,

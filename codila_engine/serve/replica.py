@@ -20,9 +20,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, cast
 
 from codila_engine.serve import wire
-from codila_engine.serve.batching import BatchedDLM
+from codila_engine.serve.batching import BatchedAR, BatchedDLM
 
 if TYPE_CHECKING:
+    from codila_engine.config import DecodeConfig
+    from codila_engine.models.ar import LocalAR
     from codila_engine.models.dlm import DreamDLM
 
 log = logging.getLogger("ray.serve.codila")
@@ -38,9 +40,10 @@ class EngineSpec:
     device: str | None = None  # None: cuda when the replica has a GPU, else cpu
     dtype: str | None = None  # None or auto: chosen per device (CODILA_DTYPE if set)
     think_ids: tuple[int, int] | None = None
-    batching: bool = True  # concurrent decodes share DLM forwards (batching.py)
-    max_batch: int = 32  # canvases per batched forward
-    batch_wait_s: float = 0.005  # how long a forward waits for the other decodes' canvases
+    batching: bool = True  # concurrent decodes share DLM forwards and AR block decodes (batching.py)
+    ar_batching: bool = True  # with batching: False shares DLM forwards only (to measure what AR batching adds)
+    max_batch: int = 32  # canvases per batched forward, decodes per batched block decode
+    batch_wait_s: float = 0.005  # how long a forward (a block decode) waits for the other decodes' own
     max_decodes: int = 16  # decodes running at once on this replica (threads)
     torch_threads: int | None = None  # intra-op threads per replica (None: torch's choice)
 
@@ -61,6 +64,15 @@ class ReplicaEngine:
         if spec.batching and self.engine.dlm is not None:
             self.batched = BatchedDLM(self.engine.dlm, spec.max_batch, spec.batch_wait_s)
             self.engine.dlm = cast("DreamDLM", self.batched)  # every sampler's DLM calls go through it
+        # The codila step's plain AR: its block decodes batch the same way. The fast path (a static
+        # decoder built from the AR per setting, fixed to `scope` rows, one KV cache each, run under
+        # self.fast) reads through the wrapper and is not batched; nor is a separate block decoder
+        # (the vLLM backend, which batches its own requests).
+        self.batched_ar: BatchedAR | None = None
+        if spec.batching and spec.ar_batching and self.engine.dlm is not None and self.engine.ar is not None:
+            if self.engine.block_decoder is None:
+                self.batched_ar = BatchedAR(self.engine.ar, spec.max_batch, spec.batch_wait_s)
+                self.engine.ar = cast("LocalAR", self.batched_ar)
         self.pool = ThreadPoolExecutor(spec.max_decodes, thread_name_prefix="codila-replica")
         self.fast = threading.Lock()  # the fast path's static decoders hold one KV cache each
         self.reporting: set[asyncio.Future] = set()  # records of cancelled decodes, until sent
@@ -75,7 +87,7 @@ class ReplicaEngine:
             self.load_s,
             str(self.engine.dtype).removeprefix("torch."),
             self.engine.device,
-            "on" if self.batched else "off",
+            ("on" if self.batched_ar else "on (DLM forwards only)") if self.batched else "off",
         )
 
     def info(self) -> dict:
@@ -92,7 +104,19 @@ class ReplicaEngine:
             "decodes": self.decodes,
             "batched_forwards": self.batched.forwards if self.batched else 0,
             "batched_canvases": self.batched.canvases if self.batched else 0,
+            "batched_ar_calls": self.batched_ar.calls if self.batched_ar else 0,  # block decodes run
+            "batched_ar_asks": self.batched_ar.asks if self.batched_ar else 0,  # decodes' block decodes answered
         }
+
+    def ar_batched(self, cfg: DecodeConfig) -> bool:
+        """Whether a decode's block decodes go through the AR batcher (so it counts as one of the
+        decodes the others' block decodes wait for): a plain codila decode at a batchable temperature."""
+        if self.batched_ar is None or cfg.fast or not self.batched_ar.batchable(cfg.temperature):
+            return False
+        try:
+            return self.engine.decoder_for(cfg.decoder) == "codila"
+        except ValueError:  # a decoder these models cannot run: the decode says so
+            return False
 
     def tokenize(self, text: str) -> list[int]:
         return self.engine.encode(text)
@@ -133,8 +157,10 @@ class ReplicaEngine:
                 self.decodes += 1
             cfg = request.config
             shared = self.batched.decoding() if self.batched is not None else nullcontext()
+            ar_batched = self.batched_ar is not None and self.ar_batched(cfg)
+            shared_ar = self.batched_ar.decoding() if self.batched_ar is not None and ar_batched else nullcontext()
             try:
-                with self.fast if cfg.fast else nullcontext(), shared:
+                with self.fast if cfg.fast else nullcontext(), shared, shared_ar:
                     try:
                         decoding = self.engine.decode(request.prefix, request.suffix, cfg, cancel=cancel)
                     except ValueError as exc:  # the request's fault, found before any decoding
@@ -164,6 +190,7 @@ class ReplicaEngine:
                         stats=asdict(result.stats),
                         result=message if result.cancelled else None,  # the gateway answers a cancel with it
                         shared_forwards=self.batched.shared if self.batched is not None else 0,
+                        shared_ar_calls=self.batched_ar.shared if self.batched_ar is not None and ar_batched else 0,
                     )
                     post(message)
             except Exception as exc:  # a bug or the device failing: this request fails, the replica serves on
