@@ -13,6 +13,7 @@ import torch
 from codila_engine.config import DecodeConfig
 from codila_engine.models.ar import BlockDrafts
 from codila_engine.serve.batching import BatchedAR, BatchedDLM, _BlocksAsk
+from tiny_models import sharpened_engine
 
 PROMPTS = [
     "def add(a, b):\n",
@@ -24,17 +25,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def sharp(tiny_pair):
-    """The tiny pair with larger weights: peaked distributions, so the float rounding of a batch
-    (1e-7) cannot flip a choice (the plain tiny models' block entropies tie to 1e-6)."""
-    from codila_engine.engine import Engine
-
-    engine = Engine.load(*tiny_pair, device="cpu", dtype="float32")
-    with torch.no_grad():
-        for model in (engine.dlm.model, engine.ar.model):
-            for name, p in model.named_parameters():
-                if "norm" not in name:
-                    p.mul_(6.0)
-    return engine
+    return sharpened_engine(tiny_pair, "float32")
 
 
 def batched_engine(engine, wait_s: float = 0.05):

@@ -9,6 +9,7 @@ import torch
 
 from codila_engine.config import DecodeConfig
 from codila_engine.models.static_ar import StaticBlockDecoder
+from tiny_models import sharpened_engine
 
 PREFIX = "def add(a, b):\n"
 SUFFIX = "\nprint(add(1, 2))\n"
@@ -52,18 +53,7 @@ def test_wrong_shapes_are_refused(engine):
 
 @pytest.fixture(scope="module")
 def sharp_engine(tiny_pair):
-    """Random models with larger weights: peaked distributions, so entropies of different blocks
-    are far apart and float rounding cannot flip a choice (the nearly uniform tiny models tie
-    to 1e-6)."""
-    from codila_engine.engine import Engine
-
-    engine = Engine.load(*tiny_pair, device="cpu")
-    with torch.no_grad():
-        for model in (engine.dlm.model, engine.ar.model):
-            for name, p in model.named_parameters():
-                if "norm" not in name:
-                    p.mul_(6.0)
-    return engine
+    return sharpened_engine(tiny_pair)
 
 
 def test_engine_fast_path_commits_the_same_tokens(sharp_engine):

@@ -174,3 +174,18 @@ def build_qwen_like_base(root: Path, seed: int = 0) -> tuple[Path, dict[str, int
     )
     Qwen2ForCausalLM(cfg).save_pretrained(str(folder))
     return folder, {"<|beginoftext|>": first, "<|mask|>": first + 1}
+
+
+def sharpened_engine(pair: tuple[Path, Path], dtype: str | None = None):
+    """The tiny pair loaded with every weight but the norms x 6: peaked distributions, so the
+    entropies of different blocks are far apart and float rounding (of a batch, of a static
+    cache) cannot flip a choice (the plain tiny models' block entropies tie to 1e-6)."""
+    from codila_engine.engine import Engine
+
+    engine = Engine.load(*pair, device="cpu", dtype=dtype)
+    with torch.no_grad():
+        for model in (engine.dlm.model, engine.ar.model):
+            for name, p in model.named_parameters():
+                if "norm" not in name:
+                    p.mul_(6.0)
+    return engine

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -104,6 +104,25 @@ class LocalAR:
     ) -> BlockDrafts:
         """inputs [C, B+2, H] (think-wrapped soft tokens); forced [C, B] ids, -1 where free;
         allowed [V] restricts what the AR may emit (its output goes back into the DLM canvas)."""
+        return self.decode_rows(
+            inputs, forced, [forced.shape[0]], [generator], allowed, temperature, top_p, return_logits
+        )
+
+    @torch.inference_mode()
+    def decode_rows(
+        self,
+        inputs: torch.Tensor,
+        forced: torch.Tensor,
+        sizes: Sequence[int],
+        generators: Sequence[torch.Generator | None],
+        allowed: torch.Tensor | None,
+        temperature: float,
+        top_p: float,
+        return_logits: bool = False,
+    ) -> BlockDrafts:
+        """decode_blocks over the rows of several callers (`sizes` rows each, in order), each
+        caller's rows sampled with its own generator: the same draws as its own call would make
+        (serve/batching.py batches decodes so)."""
         c, b = forced.shape
         ids = torch.empty(c, b, dtype=torch.long, device=forced.device)
         ent = torch.empty(c, b, dtype=torch.float32, device=forced.device)
@@ -115,7 +134,8 @@ class LocalAR:
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, float("-inf"))
             ent[:, j] = entropy(logits)
-            tok = sample(logits, temperature, top_p, generator)
+            parts = zip(logits.split(list(sizes)), generators)
+            tok = torch.cat([sample(part, temperature, top_p, gen) for part, gen in parts])
             ids[:, j] = torch.where(forced[:, j] >= 0, forced[:, j], tok)
             if return_logits:
                 all_logits.append(logits)

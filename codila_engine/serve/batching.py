@@ -19,7 +19,7 @@ have one length, so nothing is padded: rows are independent and each draft is th
 up to float rounding.
 Sampling keeps every decode's own generator: a greedy batch (temperature 0) is one plain
 `decode_blocks` call (no generator is drawn from); a sampled batch, possible only when the
-wrapped decoder is a LocalAR, runs LocalAR's loop over the merged rows and draws each decode's
+wrapped decoder is a LocalAR, runs LocalAR.decode_rows over the merged rows, drawing each decode's
 rows from that decode's generator, in the same order and amounts as its unbatched call, so a
 seeded decode draws the same random numbers whoever shares its batch (its probabilities equal
 the unbatched ones to float rounding, as for batched DLM marginals). Any other decoder's sampled
@@ -30,28 +30,62 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
-from transformers import DynamicCache
 
 from codila_engine.models.ar import BlockDecoder, BlockDrafts, LocalAR
 from codila_engine.models.dlm import DreamDLM, shifted_positions
-from codila_engine.sampling import entropy, sample
 
 
-class _Ask:
-    """One decode's forward request, answered by whichever thread runs its batch."""
+class _Answered:
+    """One decode's request, answered by whichever thread runs its batch."""
 
-    __slots__ = ("ids", "positions", "taken", "done", "logits", "error", "batch")
+    __slots__ = ("taken", "done", "result", "error", "batch")
 
-    def __init__(self, ids: torch.Tensor, positions: torch.Tensor) -> None:
-        self.ids, self.positions = ids, positions
+    def __init__(self) -> None:
         self.taken = False
         self.done = threading.Event()
-        self.logits: torch.Tensor | None = None
+        self.result: Any = None
         self.error: BaseException | None = None
-        self.batch = 0
+        self.batch = 0  # requests in the batch that answered it
+
+    def wait(self, local: threading.local) -> Any:
+        """The answer (or its batch's error, raised here); counts a shared batch in `local`."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        if self.batch > 1:
+            local.shared = getattr(local, "shared", 0) + 1
+        return self.result
+
+
+def answer(batch: Sequence[_Answered], forward: Callable, count: Callable) -> None:
+    """Answer every request of `batch` from one `forward(batch)`; on failure each gets the error,
+    so none hangs. `count(batch)` runs before the answers are released."""
+    try:
+        for ask, result in zip(batch, forward(batch)):
+            ask.result, ask.batch = result, len(batch)
+    except BaseException as exc:
+        for ask in batch:
+            ask.error = exc
+        raise
+    finally:
+        count(batch)
+        for ask in batch:
+            ask.done.set()
+
+
+class _Ask(_Answered):
+    """One decode's DLM forward: its canvas and the positions whose marginals it wants."""
+
+    __slots__ = ("ids", "positions")
+
+    def __init__(self, ids: torch.Tensor, positions: torch.Tensor) -> None:
+        super().__init__()
+        self.ids, self.positions = ids, positions
 
 
 class BatchedDLM:
@@ -108,30 +142,13 @@ class BatchedDLM:
                     break
                 self._cond.wait(left)
         if batch is not None:
-            self._run(batch)
-        ask.done.wait()
-        if ask.error is not None:
-            raise ask.error
-        if ask.batch > 1:
-            self._local.shared = self.shared + 1
-        assert ask.logits is not None  # answered: logits or an error
-        return ask.logits
+            answer(batch, self.forward, self._count)
+        return ask.wait(self._local)
 
-    def _run(self, batch: list[_Ask]) -> None:
-        try:
-            outputs = self.forward(batch)
-            for ask, logits in zip(batch, outputs):
-                ask.logits, ask.batch = logits, len(batch)
-        except BaseException as exc:  # every waiting decode fails with it, none hangs
-            for ask in batch:
-                ask.error = exc
-            raise
-        finally:
-            with self._cond:
-                self.forwards += 1
-                self.canvases += len(batch)
-            for ask in batch:
-                ask.done.set()
+    def _count(self, batch: list[_Ask]) -> None:
+        with self._cond:
+            self.forwards += 1
+            self.canvases += len(batch)
 
     @torch.inference_mode()
     def forward(self, batch: list[_Ask]) -> list[torch.Tensor]:
@@ -155,24 +172,10 @@ class BatchedDLM:
         return list(logits.split([len(ask.positions) for ask in batch]))
 
 
-class _BlocksAsk:
-    """One decode's `decode_blocks` call, answered by whichever thread runs its batch."""
+class _BlocksAsk(_Answered):
+    """One decode's `decode_blocks` call."""
 
-    __slots__ = (
-        "inputs",
-        "forced",
-        "allowed",
-        "temperature",
-        "top_p",
-        "generator",
-        "taken",
-        "lead",
-        "done",
-        "drafts",
-        "error",
-        "batch",
-        "counted",
-    )
+    __slots__ = ("inputs", "forced", "allowed", "temperature", "top_p", "generator", "lead", "counted")
 
     def __init__(
         self,
@@ -183,14 +186,10 @@ class _BlocksAsk:
         top_p: float,
         generator: torch.Generator | None,
     ) -> None:
+        super().__init__()
         self.inputs, self.forced, self.allowed = inputs, forced, allowed
         self.temperature, self.top_p, self.generator = temperature, top_p, generator
-        self.taken = False
         self.lead: list[_BlocksAsk] | None = None  # the batch this ask's thread runs, if it leads one
-        self.done = threading.Event()
-        self.drafts: BlockDrafts | None = None
-        self.error: BaseException | None = None
-        self.batch = 0
         self.counted = False  # asked by a decode inside decoding(): busy while its batch runs
 
     def fits(self, other: "_BlocksAsk") -> bool:
@@ -296,14 +295,8 @@ class BatchedAR:
                 self._cond.wait(left)
             lead = ask.lead
         if lead is not None:
-            self._run(lead)
-        ask.done.wait()
-        if ask.error is not None:
-            raise ask.error
-        if ask.batch > 1:
-            self._local.shared = self.shared + 1
-        assert ask.drafts is not None  # answered: drafts or an error
-        return ask.drafts
+            answer(lead, self.forward, self._count)
+        return ask.wait(self._local)
 
     def _take(self, mine: _BlocksAsk, asks: list[_BlocksAsk]) -> None:
         """Under the lock: take `asks` off the queue as batches of compatible calls (in arrival
@@ -325,23 +318,12 @@ class BatchedAR:
         self._waiting = [ask for ask in self._waiting if not ask.taken]
         self._cond.notify_all()
 
-    def _run(self, batch: list[_BlocksAsk]) -> None:
-        try:
-            drafts = self.forward(batch)
-            for ask, draft in zip(batch, drafts):
-                ask.drafts, ask.batch = draft, len(batch)
-        except BaseException as exc:  # every waiting decode fails with it, none hangs
-            for ask in batch:
-                ask.error = exc
-            raise
-        finally:
-            with self._cond:
-                self._busy -= sum(ask.counted for ask in batch)
-                self.calls += 1
-                self.asks += len(batch)
-                self.blocks += sum(ask.forced.shape[0] for ask in batch)
-            for ask in batch:
-                ask.done.set()
+    def _count(self, batch: list[_BlocksAsk]) -> None:
+        with self._cond:
+            self._busy -= sum(ask.counted for ask in batch)
+            self.calls += 1
+            self.asks += len(batch)
+            self.blocks += sum(ask.forced.shape[0] for ask in batch)
 
     def forward(self, batch: list[_BlocksAsk]) -> list[BlockDrafts]:
         """Each ask's drafts, from one block decode over all their rows (compatible asks only)."""
@@ -367,39 +349,7 @@ class BatchedAR:
         else:
             assert isinstance(self.ar, LocalAR)  # batchable() lets sampled calls through only then
             generators = [ask.generator for ask in batch]
-            drafts = sampled_blocks(
-                self.ar, inputs, forced, sizes, first.allowed, first.temperature, first.top_p, generators
+            drafts = self.ar.decode_rows(
+                inputs, forced, sizes, generators, first.allowed, first.temperature, first.top_p
             )
         return [BlockDrafts(ids, ent) for ids, ent in zip(drafts.ids.split(sizes), drafts.entropy.split(sizes))]
-
-
-@torch.inference_mode()
-def sampled_blocks(
-    ar: LocalAR,
-    inputs: torch.Tensor,
-    forced: torch.Tensor,
-    sizes: list[int],
-    allowed: torch.Tensor | None,
-    temperature: float,
-    top_p: float,
-    generators: list[torch.Generator | None],
-) -> BlockDrafts:
-    """LocalAR.decode_blocks over the rows of several decodes, each decode's rows (`sizes`, in
-    order) sampled with its own generator: at every step the same draws, from the same
-    generator, as its own call would make. Keep in step with LocalAR.decode_blocks
-    (tests/test_batching.py compares the two)."""
-    c, b = forced.shape
-    ids = torch.empty(c, b, dtype=torch.long, device=forced.device)
-    ent = torch.empty(c, b, dtype=torch.float32, device=forced.device)
-    kw = {ar.cache_keyword: DynamicCache(config=ar.model.config)}
-    out = ar.model(inputs_embeds=inputs, use_cache=True, logits_to_keep=1, **kw)
-    for j in range(b):
-        logits = out.logits[:, -1].float()
-        if allowed is not None:
-            logits = logits.masked_fill(~allowed, float("-inf"))
-        ent[:, j] = entropy(logits)
-        tok = torch.cat([sample(part, temperature, top_p, gen) for part, gen in zip(logits.split(sizes), generators)])
-        ids[:, j] = torch.where(forced[:, j] >= 0, forced[:, j], tok)
-        if j + 1 < b:
-            out = ar.model(inputs_embeds=ar.embedding[ids[:, j]].unsqueeze(1), use_cache=True, **kw)
-    return BlockDrafts(ids, ent)
