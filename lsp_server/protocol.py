@@ -69,6 +69,8 @@ class DecodeStats(TypedDict):
     tokens_per_s: float  # text tokens per second of wall time
     decoder: str  # codila, dlm, dream, fim
     model: str | None  # the loaded models' name
+    device: NotRequired[str]  # where they run (cpu, cuda:0; a team server's own)
+    dtype: NotRequired[str]  # float32, bfloat16, ...
 
 
 class DraftParams(TypedDict):

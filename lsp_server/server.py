@@ -279,7 +279,8 @@ class CodilaServer(LanguageServer):
     def stats(self, result: Result) -> DecodeStats:
         """What a client shows about a decode (tokens, tokens/s, timings, decoder, model)."""
         model = self.worker.models.name if self.worker.models else None
-        return cast(DecodeStats, {**result.stats.as_dict(), "decoder": result.decoder, "model": model})
+        stats = {**result.stats.as_dict(), "decoder": result.decoder, "model": model, **self.worker.runs_on()}
+        return cast(DecodeStats, stats)
 
     async def apply_edit(self, params: InfillParams, text: str) -> bool:
         """Ask the client to apply an infill; the user is told if it does not answer in time."""

@@ -89,6 +89,15 @@ class DecodeWorker:
         self._engine, self._key, self.models = engine, key, engine.models
         return engine
 
+    def runs_on(self) -> dict[str, str]:
+        """Where the loaded engine's models run ({"device": ..., "dtype": ...}; {} before one loads)."""
+        engine = self._engine
+        if engine is None:
+            return {}
+        if isinstance(engine, RemoteEngine):
+            return engine.runs_on
+        return {"device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch.")}
+
     def _drop(self) -> None:
         """Close the engine being replaced: a vLLM engine's process ends with it, a remote one's
         pooled connections close."""

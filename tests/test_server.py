@@ -163,6 +163,7 @@ async def test_drafts_stream_before_response_and_last_equals_result(client: Lang
     stats = drafts[-1]["stats"]
     assert stats["decoder"] == "codila" and stats["model"].startswith("DLM ") and stats["text_tokens"] >= 0
     assert stats["iterations"] == 3 and stats["tokens_per_s"] >= 0
+    assert stats["device"] == "cpu" and stats["dtype"] in ("float32", "bfloat16")  # where it ran (health shows it)
     assert all("stats" not in d for d in drafts[:-1])  # only the final draft carries them
     assert rng(drafts[0]["range"]) == rng(result.items[0].range)
     assert "\u22ef" in drafts[0]["text"]  # still-masked blocks show the placeholder

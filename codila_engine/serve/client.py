@@ -153,6 +153,11 @@ class RemoteEngine:
     def decoders(self) -> tuple[str, ...]:
         return tuple(self.info["decoders"])
 
+    @property
+    def runs_on(self) -> dict[str, str]:
+        """Where the team server's models run: {"device": ..., "dtype": ...}."""
+        return {"device": self.info["device"], "dtype": self.info["dtype"]}
+
     def close(self) -> None:
         """Close the idle connections (decodes still running keep theirs; a later request opens anew)."""
         self.pool.clear()

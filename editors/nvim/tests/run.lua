@@ -754,15 +754,19 @@ spec(":CodilaInfill replaces the visual selection, streaming drafts meanwhile", 
 end)
 
 spec(":checkhealth codila reports the server, version, models, device, dtype, last error", function()
-  open("health.py", "x = 1")
+  open("health.py", "def add(a, b)")
+  keys("A:") -- a completion, so that the report has the device and dtype the models ran on
+  wait_for("a completion's statistics", function()
+    return final_draft() ~= nil
+  end)
   local report = lua([[
     vim.cmd("checkhealth codila")
     local text = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
     vim.cmd("bwipe!")
     return text
   ]])
-  for _, want in ipairs({ "found: ", "version: codila%-lsp %d", "running: client", "dlm: ", "ar: ", "device: cpu",
-    "dtype: auto", "last error", "state: ready" }) do
+  for _, want in ipairs({ "found: ", "version: codila%-lsp %d", "running: client", "dlm: ", "ar: ",
+    "device: cpu %(in use: cpu%)", "dtype: auto %(in use: %w+%)", "last error", "state: ready" }) do
     assert(report:find(want), ("the report has %q:\n%s"):format(want, report))
   end
   assert(not report:find("ERROR"), "no errors in the report:\n" .. report)
