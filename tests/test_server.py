@@ -11,6 +11,7 @@ the model folders), and the last wire test shuts its server down, so it stays la
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -220,8 +221,8 @@ async def test_non_ascii_document(client: LanguageClient):
         await client.text_document_inline_completion_async(inline_params(0, 17))
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def long_decodes(client: LanguageClient):
+@contextlib.asynccontextmanager
+async def long_settings(client: LanguageClient):
     """Decodes of 400 single-token iterations, long enough to interrupt (an infill of 400 masks, or
     an inline completion at the end of a statement); the settings are restored afterwards."""
     before = await client.protocol.send_request_async(protocol.SETTINGS)
@@ -230,6 +231,12 @@ async def long_decodes(client: LanguageClient):
     yield
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"codila": CLIENT_SETTINGS}))
     assert plain(await client.protocol.send_request_async(protocol.SETTINGS)) == plain(before)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def long_decodes(client: LanguageClient):
+    async with long_settings(client):
+        yield
 
 
 def long_infill(client: LanguageClient, msg_id: str):

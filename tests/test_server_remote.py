@@ -23,6 +23,7 @@ from serve_fixtures import team_server  # noqa: F401 - the shared server, a fixt
 from test_server import (  # noqa: F401 - the tests are collected here, where `client` is this module's
     CLIENT_SETTINGS,
     infill,
+    long_settings,
     initialize,
     infill_params,
     inline_params,
@@ -72,14 +73,9 @@ async def client(lsp_client: LanguageClient, tiny_pair):
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def long_decodes(client: LanguageClient):
-    """test_server's: decodes of 400 single-token iterations, the settings restored afterwards (on
-    the module's event loop, where this module's client lives)."""
-    before = await client.protocol.send_request_async(protocol.SETTINGS)
-    long = {"blockSize": 1, "spanCaps": {"nextStatement": 400}}
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"codila": long}))
-    yield
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"codila": CLIENT_SETTINGS}))
-    assert plain(await client.protocol.send_request_async(protocol.SETTINGS)) == plain(before)
+    """test_server's, on this module's event loop (where this module's client lives)."""
+    async with long_settings(client):
+        yield
 
 
 async def test_models_come_from_the_team_server(client: LanguageClient, team_server: TeamServer):  # noqa: F811

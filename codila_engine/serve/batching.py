@@ -88,17 +88,47 @@ class _Ask(_Answered):
         self.ids, self.positions = ids, positions
 
 
-class BatchedDLM:
+class _Batcher:
+    """What both batchers share: the queue, the lock, and the decodes running (`decoding()`),
+    whose requests a batch waits for."""
+
+    def __init__(self, max_batch: int, wait_s: float) -> None:
+        if max_batch < 1 or wait_s < 0:
+            raise ValueError("a batch needs max_batch >= 1 and wait_s >= 0")
+        self.max_batch, self.wait_s = max_batch, wait_s
+        self._cond = threading.Condition()
+        self._waiting: list = []
+        self._active = 0  # decodes inside decoding()
+        self._local = threading.local()  # per decode thread: its requests that shared a batch
+
+    @contextmanager
+    def decoding(self):
+        """Around one decode whose requests go through this batcher: while it runs, the others'
+        requests wait for its own to batch with. A decode that never asks (another decoder, the
+        fast path) must not enter it: the others would wait `wait_s` for it."""
+        with self._cond:
+            self._active += 1
+        self._local.shared, self._local.inside = 0, True
+        try:
+            yield self
+        finally:
+            self._local.inside = False
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()  # a batch waiting for this decode can go now
+
+    @property
+    def shared(self) -> int:
+        """Requests of the current thread's decode that ran in a batch with another decode's."""
+        return getattr(self._local, "shared", 0)
+
+
+class BatchedDLM(_Batcher):
     """A DreamDLM whose `marginal_logits` batches across threads; everything else is the DLM's."""
 
     def __init__(self, dlm: DreamDLM, max_batch: int = 32, wait_s: float = 0.005) -> None:
-        if max_batch < 1 or wait_s < 0:
-            raise ValueError("a batch needs max_batch >= 1 and wait_s >= 0")
-        self.dlm, self.max_batch, self.wait_s = dlm, max_batch, wait_s
-        self._cond = threading.Condition()
-        self._waiting: list[_Ask] = []
-        self._active = 0
-        self._local = threading.local()  # per decode thread: forwards it shared with others
+        super().__init__(max_batch, wait_s)
+        self.dlm = dlm
         self.forwards = 0  # batched forwards run
         self.canvases = 0  # canvases they covered
 
@@ -106,24 +136,6 @@ class BatchedDLM:
         if name == "dlm":  # not set yet (a copy under construction)
             raise AttributeError(name)
         return getattr(self.dlm, name)
-
-    @contextmanager
-    def decoding(self):
-        """Around one decode: while it runs, the others wait for its forwards to batch with."""
-        with self._cond:
-            self._active += 1
-        self._local.shared = 0
-        try:
-            yield self
-        finally:
-            with self._cond:
-                self._active -= 1
-                self._cond.notify_all()  # a batch waiting for this decode can go now
-
-    @property
-    def shared(self) -> int:
-        """Forwards of the current thread's decode that ran in a batch with another canvas."""
-        return getattr(self._local, "shared", 0)
 
     def marginal_logits(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         ask = _Ask(ids, positions)
@@ -208,7 +220,7 @@ class _BlocksAsk(_Answered):
         return a.allowed.shape == b.allowed.shape and bool(torch.equal(a.allowed, b.allowed))
 
 
-class BatchedAR:
+class BatchedAR(_Batcher):
     """A BlockDecoder whose `decode_blocks` batches across threads; everything else is the AR's.
 
     It wraps the replica's plain LocalAR (the engine's `ar`): what reads the AR's model, tokenizer
@@ -217,14 +229,9 @@ class BatchedAR:
     sampled ones only for a LocalAR (each decode's rows drawn from its own generator)."""
 
     def __init__(self, ar: BlockDecoder, max_batch: int = 32, wait_s: float = 0.005) -> None:
-        if max_batch < 1 or wait_s < 0:
-            raise ValueError("a batch needs max_batch >= 1 and wait_s >= 0")
-        self.ar, self.max_batch, self.wait_s = ar, max_batch, wait_s
-        self._cond = threading.Condition()
-        self._waiting: list[_BlocksAsk] = []
-        self._active = 0  # decodes inside decoding()
-        self._busy = 0  # of them, those whose block decode is running: they will not ask again soon
-        self._local = threading.local()  # per decode thread: calls it shared with others
+        super().__init__(max_batch, wait_s)
+        self.ar = ar
+        self._busy = 0  # decodes inside decoding() whose block decode runs: they will not ask again soon
         self.calls = 0  # decode_blocks calls run
         self.asks = 0  # the decodes' calls they answered (asks - calls were saved)
         self.blocks = 0  # candidate blocks they decoded
@@ -241,27 +248,6 @@ class BatchedAR:
     def batchable(self, temperature: float) -> bool:
         """Whether calls at this temperature can share a batch (greedy always; sampled on a LocalAR)."""
         return temperature <= 0 or isinstance(self.ar, LocalAR)
-
-    @contextmanager
-    def decoding(self):
-        """Around one decode whose block decodes go through this batcher: while it runs, the
-        others' calls wait for its calls to batch with. A decode that never calls `decode_blocks`
-        (another decoder, the fast path) must not enter it: the others would wait `wait_s` for it."""
-        with self._cond:
-            self._active += 1
-        self._local.shared, self._local.inside = 0, True
-        try:
-            yield self
-        finally:
-            self._local.inside = False
-            with self._cond:
-                self._active -= 1
-                self._cond.notify_all()  # a batch waiting for this decode can go now
-
-    @property
-    def shared(self) -> int:
-        """Block decodes of the current thread's decode that ran in a batch with another decode's."""
-        return getattr(self._local, "shared", 0)
 
     def decode_blocks(
         self,
