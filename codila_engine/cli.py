@@ -123,7 +123,7 @@ def run_decode(args: argparse.Namespace, prefix: str, suffix: str) -> int:
                     "cancelled": result.cancelled,
                     "decoder": cfg.decoder,
                     "model": models.name,
-                    "dtype": str(engine.dtype).removeprefix("torch."),
+                    "dtype": engine.runs_on["dtype"],
                     "stats": result.stats.as_dict(),
                 }
             )

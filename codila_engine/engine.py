@@ -157,6 +157,11 @@ class Engine:
     def dtype(self) -> torch.dtype:
         return (self.dlm.model if self.dlm is not None else need(self.ar, "AR").model).dtype
 
+    @property
+    def runs_on(self) -> dict[str, str]:
+        """Where the models run, as clients are told: {"device": "cpu", "dtype": "bfloat16"}."""
+        return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
+
     @cached_property
     def fim_tokens(self) -> FimTokens:
         """The AR's FIM and stop tokens, read once (an AR without them fails here, on first use)."""

@@ -72,7 +72,7 @@ class DecodeWorker:
             engine = Engine.load(models.dlm, models.ar, device=device or None, dtype=dtype, ar_backend=ar_backend)
         except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: torch's, for an unknown device
             raise ModelsUnavailable(f"could not load the models: {exc}") from exc
-        log.info("loaded %s (%s on %s)", models.name, str(engine.dtype).removeprefix("torch."), engine.device)
+        log.info("loaded %s (%s on %s)", models.name, engine.runs_on["dtype"], engine.runs_on["device"])
         self._engine, self._key, self.models = engine, key, models
         return engine
 
@@ -92,11 +92,7 @@ class DecodeWorker:
     def runs_on(self) -> dict[str, str]:
         """Where the loaded engine's models run ({"device": ..., "dtype": ...}; {} before one loads)."""
         engine = self._engine
-        if engine is None:
-            return {}
-        if isinstance(engine, RemoteEngine):
-            return engine.runs_on
-        return {"device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch.")}
+        return engine.runs_on if engine is not None else {}
 
     def _drop(self) -> None:
         """Close the engine being replaced: a vLLM engine's process ends with it, a remote one's

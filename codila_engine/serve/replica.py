@@ -85,8 +85,8 @@ class ReplicaEngine:
             self.pid,
             spec.name,
             self.load_s,
-            str(self.engine.dtype).removeprefix("torch."),
-            self.engine.device,
+            self.engine.runs_on["dtype"],
+            self.engine.runs_on["device"],
             ("on" if self.batched_ar else "on (DLM forwards only)") if self.batched else "off",
         )
 
@@ -94,8 +94,7 @@ class ReplicaEngine:
         return {
             "model": self.spec.name,
             "decoders": list(self.engine.decoders()),
-            "device": str(self.engine.device),
-            "dtype": str(self.engine.dtype).removeprefix("torch."),
+            **self.engine.runs_on,
             "batching": self.batched is not None,
             "max_decodes": self.spec.max_decodes,
             "replica": self.replica,
