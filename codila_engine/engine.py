@@ -242,7 +242,7 @@ class Engine:
         rules = StopRules.of(prefix, suffix, cfg.single_line)
         if cfg.decoder == "fim":  # stops decoding where the rules say
             return self.start(canvas, cfg, cancel, rules=rules)
-        decoding = self.start(canvas, cfg, cancel)  # the span is decoded whole; a single line is cut after
+        decoding = self.start(canvas, cfg, cancel)  # a single line: decoded until it is settled, then cut
         decoding.line_end = (lambda text: rules.check(text, final=True)[0]) if cfg.single_line else None
         return decoding
 

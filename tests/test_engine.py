@@ -292,16 +292,21 @@ def test_each_placeholder_of_a_draft_comes_with_the_tokens_it_stands_for(engine)
 
 
 @pytest.mark.parametrize("decoder", ["dlm", "codila"])
-def test_single_line_keeps_the_first_line_of_a_whole_span(engine, decoder):
-    """A DLM decoder fills the whole span; a single-line request keeps its first line (with its
-    line break where the span lies between line starts) and counts only the kept tokens."""
+def test_single_line_keeps_the_first_line_and_stops_once_it_is_settled(engine, decoder):
+    """A single-line request keeps the first line of what a DLM decoder fills (with its line break
+    where the span lies between line starts) and counts only the kept tokens. It stops as soon as
+    that line is committed from the span's start through its line break, not at the span's end."""
     prefix, suffix = "def f(x):\n", "    return y\n"
+    placeholder = DecodeConfig().placeholder
     cut_any = False
     for seed in range(64):
         if cut_any and seed >= 4:
             break
         opts = dict(decoder=decoder, max_new_tokens=16, block_size=4, seed=seed, temperature=1.0)
-        full = engine.decode(prefix, suffix, DecodeConfig(**opts)).run()
+        decoding = engine.decode(prefix, suffix, DecodeConfig(**opts))
+        events = list(decoding)
+        full = decoding.result
+        assert full is not None
         one = engine.decode(prefix, suffix, DecodeConfig(**opts, single_line=True)).run()
         if "\n" in full.text.rstrip("\n"):  # a line break before the end: something to cut
             cut_any = True
@@ -310,5 +315,6 @@ def test_single_line_keeps_the_first_line_of_a_whole_span(engine, decoder):
             assert engine.decode_ids(full.ids[: one.stats.text_tokens]).startswith(one.text.rstrip("\n"))
         elif full.text.count("\n") <= 1:
             assert one.text == full.text and one.stats.text_tokens == full.stats.text_tokens
-        assert one.stats.iterations == full.stats.iterations  # the whole span was decoded either way
+        settled = next((e.iteration for e in events if "\n" in e.draft.split(placeholder)[0]), len(events))
+        assert one.stats.iterations == settled  # the same steps up to there, then no more (test_loop: earlier)
     assert cut_any, "no seed produced a line break: the test proves nothing"

@@ -38,7 +38,7 @@ class Decoding:
         self.placeholder = placeholder
         self.cancel = cancel
         self.decoder = decoder
-        self.line_end = line_end  # single-line requests: where the final text's first line ends
+        self.line_end = line_end  # single-line requests: where the final text's first line ends; see line_done
         self.clock = Clock(canvas.ids.device, profile)
         self.stats = Stats()
         self.result: Result | None = None
@@ -52,7 +52,7 @@ class Decoding:
         canvas, stats = self.canvas, self.stats
         cancelled = False
         try:
-            while not canvas.done:
+            while not (canvas.done or self.line_done()):
                 if self.cancel is not None and self.cancel.is_set():
                     cancelled = True
                     break
@@ -78,6 +78,16 @@ class Decoding:
             raise
         finally:
             self._finish(time.perf_counter() - t0, cancelled)
+
+    def line_done(self) -> bool:
+        """A single-line request is over once its first line is committed from the span's start
+        through the line break: nothing decoded after that can change the kept text, so the rest
+        of the span is not decoded."""
+        if self.line_end is None:
+            return False
+        runs = self.canvas.runs()
+        lead = runs[0][1] if runs and not runs[0][0] else []
+        return "\n" in self.decode(lead)
 
     def _finish(self, wall_s: float, cancelled: bool) -> None:
         canvas, stats = self.canvas, self.stats
