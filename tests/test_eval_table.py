@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from codila_engine.cli import main
+from codila_engine.eval.claims import claims
 from codila_engine.eval.heldout import (
     PREFIX_CHARS,
     SUFFIX_CHARS,
@@ -19,16 +20,8 @@ from codila_engine.eval.heldout import (
     exact_match,
     syntax_valid,
 )
-from codila_engine.eval.table import (
-    BENCHMARKS,
-    HUMANEVAL,
-    HUMANEVAL_MULTI,
-    README_MARKERS,
-    claims,
-    pareto_front,
-    readme_block,
-    setups,
-)
+from codila_engine.eval.report import README_MARKERS, pareto_front, readme_block
+from codila_engine.eval.setups import BENCHMARKS, HUMANEVAL, HUMANEVAL_MULTI, setups
 
 pytestmark = pytest.mark.usefixtures("sandbox_or_unsafe")
 

@@ -2,11 +2,8 @@
 
 Benchmarks: single-line and multi-line infilling of held-out Python files (decoded directly on
 the engine) and HumanEval-Infilling single-line and multi-line (through the language server,
-like an editor). Rows, as issue 11 names them: the FIM reference (the base AR, left to right);
-DLM K=1; and at the reference block size R (4 if measured, else the first --block-sizes) DLM
-K=R, CoDiLA static soft, static top-1 and dynamic at each threshold; CoDiLA static soft at every
-other block size. All share one sampling setup (temperature, top-p, seed), so they differ only
-in the decoder.
+like an editor). The rows are the configurations of setups.py; claims.py judges the claims from
+the results and report.py writes them out (results.json, table.md, the Pareto plot).
 
 A held-out task gets ceil(1.25 x the truth's token count) masks (the engine rounds up to whole
 blocks); a HumanEval task a fixed span (`--humaneval-max-tokens`, `--humaneval-multi-max-tokens`).
@@ -16,14 +13,6 @@ is the median time from the request to the first committed block.
 
 Every row is kept in <out>/rows/ with the settings that made it, so `--resume` measures only
 what is missing: a long table can be built over several runs (or sessions).
-
-Claims, per benchmark, judged by pass@1 on HumanEval and exact match on held-out files:
-"beats" holds when strictly higher (syntax-valid is shown beside it); "dynamic comes close to
-K=1 with >= 2x fewer iterations" holds when the best dynamic threshold among those with at
-least 2x fewer iterations per token than K=1 is at most CLOSE below K=1, and is untestable
-(`holds` None) when K=1 itself scores 0. The goal (CoDiLA B=4 within GOAL_GAP of FIM at >=
-GOAL_SPEEDUP x its tokens/s) and the default-decoder rule (CoDiLA B=4 static reaches half of
-FIM's single-line pass@1) are judged the same way.
 """
 
 from __future__ import annotations
@@ -34,7 +23,7 @@ import os
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -42,71 +31,23 @@ from typing import Sequence
 from tqdm import tqdm
 
 from codila_engine.config import DecodeConfig
-from codila_engine.eval.heldout import KINDS, HeldOutTask, build_tasks, exact_match, syntax_valid
-
-FAMILIES = ("fim", "dream", "dlm-k1", "dlm-kb", "static-soft", "static-top1", "dynamic")
-DEFAULT_FAMILIES = tuple(f for f in FAMILIES if f != "dream")  # Dream's sampler is an extra, not a paper row
-NEEDS = {"fim": ("ar",), "dream": ("dlm",), "dlm-k1": ("dlm",), "dlm-kb": ("dlm",)}  # the rest need both models
-BLOCK_SIZES, THRESHOLDS = (2, 4, 8), (0.1, 0.3, 0.6)
-HUMANEVAL, HUMANEVAL_MULTI = "humaneval single-line", "humaneval multi-line"
-SPLITS = {HUMANEVAL: "single-line", HUMANEVAL_MULTI: "multi-line"}
-BENCHMARKS = tuple(f"held-out {kind}" for kind in KINDS) + (HUMANEVAL, HUMANEVAL_MULTI)
-CLOSE = 0.02  # "comes close": at most this far (absolute) below DLM K=1
-GOAL_GAP, GOAL_SPEEDUP = 0.05, 1.5  # issue 11's goal: CoDiLA B=4 within 5 points of FIM at >= 1.5x its speed
-FIM_ROW = "FIM (AR left to right)"
-LABELS = {"exact_match": "exact match", "pass_at_1": "pass@1", "syntax_valid": "syntax-valid"}
-MARKERS = {
-    "fim": "P",
-    "dream": "X",
-    "dlm-k1": "*",
-    "dlm-kb": "s",
-    "static-soft": "o",
-    "static-top1": "v",
-    "dynamic": "D",
-}
-
-
-@dataclass(frozen=True)
-class Setup:
-    name: str  # row label, unique
-    family: str
-    block_size: int
-    cfg: DecodeConfig
-
-
-def reference_block_size(block_sizes: Sequence[int]) -> int:
-    """The block size the paper's comparisons are made at: 4 where measured, else the first."""
-    return 4 if 4 in block_sizes else block_sizes[0]
-
-
-def setups(
-    block_sizes: Sequence[int] = BLOCK_SIZES,
-    thresholds: Sequence[float] = THRESHOLDS,
-    families: Sequence[str] = DEFAULT_FAMILIES,
-    base: DecodeConfig = DecodeConfig(),
-) -> list[Setup]:
-    """The table's configurations, in row order (see the module docstring)."""
-    unknown = sorted(set(families) - set(FAMILIES))
-    if unknown:
-        raise ValueError(f"unknown configuration famil(ies) {unknown}; choose from {list(FAMILIES)}")
-    r = reference_block_size(block_sizes)
-    codila = base.with_options(decoder="codila", block_size=r, mode="static")
-    rows = [
-        Setup(FIM_ROW, "fim", 1, base.with_options(decoder="fim", block_size=1)),
-        Setup("Dream sampler (a step per token)", "dream", 1, base.with_options(decoder="dream", block_size=1)),
-        Setup("DLM K=1", "dlm-k1", 1, base.with_options(decoder="dlm", block_size=1, tokens_per_step=1)),
-        Setup(f"DLM K={r}", "dlm-kb", r, base.with_options(decoder="dlm", block_size=r, tokens_per_step=r)),
-    ]
-    rows += [
-        Setup(f"CoDiLA B={b} static soft", "static-soft", b, codila.with_options(block_size=b, conditioning="soft"))
-        for b in sorted(block_sizes)
-    ]
-    rows.append(Setup(f"CoDiLA B={r} static top-1", "static-top1", r, codila.with_options(conditioning="top1")))
-    rows += [
-        Setup(f"CoDiLA B={r} dynamic τ={t:g}", "dynamic", r, codila.with_options(mode="dynamic", threshold=t))
-        for t in thresholds
-    ]
-    return [s for s in rows if s.family in families]
+from codila_engine.eval.claims import claims
+from codila_engine.eval.heldout import HeldOutTask, build_tasks, exact_match, syntax_valid
+from codila_engine.eval.report import cmd_render, write_outputs
+from codila_engine.eval.setups import (
+    BLOCK_SIZES,
+    CLOSE,
+    DEFAULT_FAMILIES,
+    FAMILIES,
+    HUMANEVAL,
+    HUMANEVAL_MULTI,
+    NEEDS,
+    SPLITS,
+    THRESHOLDS,
+    Setup,
+    reference_block_size,
+    setups,
+)
 
 
 def summarize(rows: Sequence[dict]) -> dict:
@@ -228,191 +169,6 @@ class RowStore:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": key, "result": result, "rows": list(rows)}, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
-
-
-# --- claims ------------------------------------------------------------------------------
-def _main(bench: str) -> str:
-    """The accuracy a benchmark is judged by: pass@1 where there are tests, else exact match."""
-    return "pass_at_1" if bench in SPLITS else "exact_match"
-
-
-def _verdict(a: float, b: float) -> str:
-    return "holds" if a > b else "tie" if a == b else "does not hold"
-
-
-def claims(results: dict[str, dict[str, dict]], plan: Sequence[Setup]) -> list[dict]:
-    """The paper's claims, issue 11's goal and the default-decoder rule, judged per benchmark at
-    the reference block size on the measured numbers."""
-    found = []
-    r = reference_block_size([s.block_size for s in plan if s.family not in ("dlm-k1", "fim", "dream")] or [4])
-    soft, top1 = f"CoDiLA B={r} static soft", f"CoDiLA B={r} static top-1"
-    for bench, res in results.items():
-        main = _main(bench)
-        measures = (main, "syntax_valid")
-
-        def claim(text: str, holds: bool | None) -> None:
-            found.append(
-                {"benchmark": bench, "claim": text.split(" — ")[0], "holds": holds, "text": f"{bench}: {text}"}
-            )
-
-        def compare(name: str, a: str, b: str) -> None:
-            if a in res and b in res and res[a]["n"]:
-                parts = [(m, res[a][m], res[b][m], _verdict(res[a][m], res[b][m])) for m in measures]
-                text = "; ".join(f"{LABELS[m]} {x:.3f} vs {y:.3f}: {v}" for m, x, y, v in parts)
-                claim(f"{name} — {text}", parts[0][3] == "holds")
-
-        compare(f"CoDiLA static soft beats DLM K={r} (equal parallelism)", soft, f"DLM K={r}")
-        compare(f"soft beats top-1 (B={r})", soft, top1)
-        if soft in res and FIM_ROW in res and res[soft]["tokens_per_s"] and res[FIM_ROW]["tokens_per_s"]:
-            a, f = res[soft], res[FIM_ROW]
-            gap, speedup = a[main] - f[main], a["tokens_per_s"] / f["tokens_per_s"]
-            claim(
-                f"goal: CoDiLA B={r} within {GOAL_GAP:.2f} of FIM at >= {GOAL_SPEEDUP}x its tokens/s — "
-                f"{LABELS[main]} {a[main]:.3f} vs {f[main]:.3f} ({gap:+.3f}), {speedup:.2f}x FIM's tokens/s: "
-                f"{'holds' if gap >= -GOAL_GAP and speedup >= GOAL_SPEEDUP else 'does not hold'}",
-                gap >= -GOAL_GAP and speedup >= GOAL_SPEEDUP,
-            )
-            if bench == HUMANEVAL:
-                half = a[main] >= f[main] / 2
-                verdict = "holds (default becomes codila)" if half else "does not hold (default stays fim)"
-                claim(
-                    f"default-decoder rule: CoDiLA B={r} static reaches half of FIM's single-line pass@1 — "
-                    f"{a[main]:.3f} vs {f[main] / 2:.3f}: {verdict}",
-                    half,
-                )
-        k1 = res.get("DLM K=1")
-        dynamic = [s.name for s in plan if s.family == "dynamic" and s.name in res]
-        if not k1 or not k1["n"] or not dynamic:
-            continue
-        ratio = {
-            d: k1["iterations_per_token"] / res[d]["iterations_per_token"]
-            if k1["iterations_per_token"] and res[d]["iterations_per_token"]
-            else 0.0
-            for d in dynamic
-        }
-        fast = [d for d in dynamic if ratio[d] >= 2] or dynamic
-        best = max(fast, key=lambda d: (res[d][main], ratio[d]))
-        gap = res[best][main] - k1[main]
-        # a reference that scores 0 leaves nothing to come close to: the claim cannot be tested
-        holds = None if not k1[main] else ratio[best] >= 2 and gap >= -CLOSE
-        verdict = {None: "untestable (DLM K=1 scores 0)", True: "holds", False: "does not hold"}[holds]
-        claim(
-            f"dynamic close to DLM K=1 with >= 2x fewer iterations (B={r}) — best dynamic ({best}) "
-            f"{LABELS[main]} {res[best][main]:.3f} vs DLM K=1 {k1[main]:.3f} ({gap:+.3f}, close = within {CLOSE}), "
-            f"{ratio[best]:.2f}x fewer iterations per token: {verdict}",
-            holds,
-        )
-    return found
-
-
-# --- outputs -----------------------------------------------------------------------------
-def _num(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
-def markdown(table: dict) -> str:
-    """One table per benchmark, then the claims; the README's block between README_MARKERS."""
-    lines = [
-        f"Measured {table['date'][:10]} on {table['device']}; {table['models'].get('name', 'models')}: DLM "
-        f"`{table['models']['dlm']}`, AR `{table['models']['ar']}`, FIM row `{table['models'].get('fim_ar')}`; "
-        f"temperature {table['settings']['temperature']}, seed {table['settings']['seed']}.",
-        "",
-        f"`{table['command']}`",
-        "",
-    ]
-    for bench, res in table["results"].items():
-        he = bench in SPLITS
-        lines += [
-            f"**{bench}** ({table['tasks'][bench]} tasks)",
-            "",
-            "| configuration | B | " + ("pass@1 | " if he else "") + "exact match | syntax-valid | "
-            "iterations/token | tokens/s | first draft (s) |",
-            "|---|---:|" + ("---:|" if he else "") + "---:|---:|---:|---:|---:|",
-        ]
-        for s in table["configurations"]:
-            if s["name"] not in res:
-                continue
-            m = res[s["name"]]
-            cells = [s["name"], str(s["block_size"])] + ([_num(m["pass_at_1"])] if he else [])
-            cells += [
-                _num(m["exact_match"]),
-                _num(m["syntax_valid"]),
-                _num(m["iterations_per_token"]),
-                _num(m["tokens_per_s"], 1),
-                _num(m.get("first_draft_s"), 2),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["Claims:", ""] + [f"- {c['text']}" for c in table["claims"]]
-    return "\n".join(lines) + "\n"
-
-
-README_MARKERS = (
-    "<!-- results: generated by `codila eval render` from docs/eval/results.json -->",
-    "<!-- /results -->",
-)
-
-
-def readme_block(text: str, table: dict) -> str:
-    """`text` (a README) with the block between README_MARKERS replaced by the table's markdown."""
-    begin, end = README_MARKERS
-    if begin not in text or end not in text:
-        raise ValueError(f"the README has no results block: add the two lines {begin} and {end} where it goes")
-    head, rest = text.split(begin, 1)
-    return head + begin + "\n" + markdown(table) + end + rest.split(end, 1)[1]
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The points no other point beats on both speed (x) and accuracy (y), by increasing speed."""
-    front: list[tuple[float, float]] = []
-    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):  # fastest first
-        if not front or y > front[-1][1]:
-            front.append((x, y))
-    return sorted(front)
-
-
-def plot(table: dict, path: Path) -> None:
-    """Accuracy (pass@1 or exact match) against CPU tokens/s, one panel per benchmark, with the
-    Pareto front; marker = configuration family, colour = B, dynamic rows labelled with τ."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    benches = list(table["results"])
-    fig, axes = plt.subplots(1, len(benches), figsize=(5.2 * len(benches), 4.6), squeeze=False)
-    colors = {b: f"C{i}" for i, b in enumerate(sorted({s["block_size"] for s in table["configurations"]}))}
-    for ax, bench in zip(axes[0], benches):
-        metric, points = _main(bench), []
-        for s in table["configurations"]:
-            m = table["results"][bench].get(s["name"])
-            if not m or not m["tokens_per_s"] or m[metric] is None:
-                continue
-            xy = (m["tokens_per_s"], m[metric])
-            points.append(xy)
-            ax.scatter(*xy, marker=MARKERS[s["family"]], color=colors[s["block_size"]], s=60, zorder=3)
-            if s["family"] == "dynamic":  # marker and colour name the rest; τ tells dynamic rows apart
-                ax.annotate(
-                    f"τ={s['decode']['threshold']:g}", xy, fontsize=6, xytext=(4, 2), textcoords="offset points"
-                )
-        if points:
-            front = pareto_front(points)
-            ax.step(*zip(*front), where="post", color="gray", alpha=0.5, zorder=2, label="Pareto front")
-            ax.set_xscale("log")
-        ax.set(
-            title=f"{bench} ({table['tasks'][bench]} tasks)",
-            ylim=(-0.03, 1.03),
-            ylabel=LABELS[metric],
-            xlabel=f"tokens/s on {table['device']}",
-        )
-        ax.grid(alpha=0.3)
-    handles = [Line2D([], [], marker=mk, color="gray", linestyle="", label=f) for f, mk in MARKERS.items()]
-    handles += [Line2D([], [], marker="o", color=c, linestyle="", label=f"B={b}") for b, c in colors.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -570,12 +326,6 @@ def build_table(
     return table
 
 
-def write_outputs(table: dict, out: Path) -> None:
-    (out / "results.json").write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "table.md").write_text(markdown(table), encoding="utf-8")
-    plot(table, out / "pareto.png")
-
-
 def fim_folder(models, given: str | None, decoder_folders_given: bool) -> str | None:
     """The AR of the FIM row: --fim-ar if given; for the default pair its base model (the CoDiLA
     AR is finetuned away from FIM); else the AR given (used only if it has FIM tokens)."""
@@ -631,21 +381,6 @@ def cmd_table(args) -> int:
         return 1
     print("\n".join(c["text"] for c in table["claims"]))
     print(f"wrote {out / 'results.json'}, {out / 'table.md'} and {out / 'pareto.png'}")
-    return 0
-
-
-def cmd_render(args) -> int:
-    """README table and Pareto plot from a results.json, with nothing measured."""
-    table = json.loads(Path(args.results).read_text(encoding="utf-8"))
-    out = Path(args.results).parent
-    write_outputs(table, out)
-    if args.readme:
-        readme = Path(args.readme)
-        readme.write_text(readme_block(readme.read_text(encoding="utf-8"), table), encoding="utf-8")
-    print(
-        f"wrote {out / 'table.md'} and {out / 'pareto.png'}"
-        + (f", and the table into {args.readme}" if args.readme else "")
-    )
     return 0
 
 
