@@ -327,6 +327,13 @@ def test_table_on_held_out_files(tiny_pair, data_dir, tmp_path, capsys, monkeypa
     assert json.loads((out / "results.json").read_text())["results"] == table["results"]
     with pytest.raises(AssertionError, match="measured again"):
         _run(tiny_pair, out, *again, "0", "--humaneval-multi-limit", "0", "--resume", "--seed", "1")
+    # --stored-only measures nothing: a row not stored is listed as not measured
+    more = ("--humaneval-multi-limit", "0", "--thresholds", "0.3", "0.6", "--stored-only")
+    assert _run(tiny_pair, out, *again, "0", *more) == 0
+    partial = json.loads((out / "results.json").read_text())
+    assert partial["results"] == table["results"]
+    assert partial["not_measured"] == dict.fromkeys(BENCHMARKS[:2], ["CoDiLA B=2 dynamic τ=0.6"])
+    assert "Not measured yet: CoDiLA B=2 dynamic τ=0.6." in (out / "table.md").read_text()
 
 
 def test_table_on_humaneval_through_the_server(tiny_pair, tmp_path, monkeypatch, capsys):

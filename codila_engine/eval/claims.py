@@ -26,7 +26,7 @@ from codila_engine.eval.setups import (
 )
 
 
-def _main(bench: str) -> str:
+def main_metric(bench: str) -> str:
     """The accuracy a benchmark is judged by: pass@1 where there are tests, else exact match."""
     return "pass_at_1" if bench in SPLITS else "exact_match"
 
@@ -42,7 +42,7 @@ def claims(results: dict[str, dict[str, dict]], plan: Sequence[Setup]) -> list[d
     r = reference_block_size([s.block_size for s in plan if s.family not in ("dlm-k1", "fim", "dream")] or [4])
     soft, top1 = f"CoDiLA B={r} static soft", f"CoDiLA B={r} static top-1"
     for bench, res in results.items():
-        main = _main(bench)
+        main = main_metric(bench)
         measures = (main, "syntax_valid")
 
         def claim(text: str, holds: bool | None) -> None:

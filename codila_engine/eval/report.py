@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from codila_engine.eval.claims import _main
+from codila_engine.eval.claims import main_metric
 from codila_engine.eval.setups import LABELS, MARKERS, SPLITS
 
 
@@ -52,6 +52,9 @@ def markdown(table: dict) -> str:
                 _num(m.get("first_draft_s"), 2),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+        missing = table.get("not_measured", {}).get(bench)
+        if missing:
+            lines += ["", "Not measured yet: " + ", ".join(missing) + "."]
         lines.append("")
     lines += ["Claims:", ""] + [f"- {c['text']}" for c in table["claims"]]
     return "\n".join(lines) + "\n"
@@ -94,7 +97,7 @@ def plot(table: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(benches), figsize=(5.2 * len(benches), 4.6), squeeze=False)
     colors = {b: f"C{i}" for i, b in enumerate(sorted({s["block_size"] for s in table["configurations"]}))}
     for ax, bench in zip(axes[0], benches):
-        metric, points = _main(bench), []
+        metric, points = main_metric(bench), []
         for s in table["configurations"]:
             m = table["results"][bench].get(s["name"])
             if not m or not m["tokens_per_s"] or m[metric] is None:

@@ -213,10 +213,13 @@ def build_table(
     device: str = "cpu",
     command: str = "",
     resume: bool = False,
+    stored_only: bool = False,
     progress: bool = True,
 ) -> dict:
     """Run every configuration on every benchmark; write results.json, table.md, the Pareto plot
-    and the per-row files (rows/<benchmark>/<configuration>.json, humaneval/...) to out_dir."""
+    and the per-row files (rows/<benchmark>/<configuration>.json, humaneval/...) to out_dir.
+    `stored_only`: measure nothing; the table is made of the rows stored in out_dir, and those
+    not stored are listed under "not_measured"."""
     import torch
 
     from codila_engine.engine import Engine
@@ -240,7 +243,8 @@ def build_table(
             "DIR (as given to `codila train`), or --held-out-tasks 0 for HumanEval only"
         )
     out, started = Path(out_dir), time.perf_counter()
-    store = RowStore(out, resume)
+    store = RowStore(out, resume or stored_only)
+    not_measured: dict[str, list[str]] = {}
     model_key = {"dlm": str(models.dlm), "ar": str(models.ar), "fim_ar": str(fim_ar), "device": device}
     engines: dict[str, Engine] = {}
 
@@ -256,7 +260,8 @@ def build_table(
 
     tasks: dict[str, list[HeldOutTask]] = {}
     if held_out_tasks:
-        engine_for(plan[-1])  # first: a bad model folder fails before the files are read
+        if not stored_only:
+            engine_for(plan[-1])  # first: a bad model folder fails before the files are read
         tasks = _heldout_tasks(held_out_dirs, data_dirs, held_out_fraction, held_out_tasks, progress)
     results: dict[str, dict[str, dict]] = {bench: {} for bench in tasks}
     counts = {bench: len(ts) for bench, ts in tasks.items()}
@@ -266,6 +271,9 @@ def build_table(
         for setup in tqdm(plan, desc=bench, unit="configuration", disable=not progress, dynamic_ncols=True):
             key = store.key(bench=bench, tasks=ids, decode=asdict(setup.cfg), **model_key)
             result = store.get(bench, setup, key)
+            if result is None and stored_only:
+                not_measured.setdefault(bench, []).append(setup.name)
+                continue
             if result is None:
                 rows = [heldout_row(engine_for(setup), setup, task) for task in bench_tasks]
                 result = summarize(rows)
@@ -275,13 +283,16 @@ def build_table(
     for bench, limit in limits.items():
         if not limit:
             continue
-        results[bench] = {}
+        results[bench], counts[bench] = {}, limit
         for setup in plan:
             options = {"dlm": models.dlm, "ar": models.ar, "device": device}
             if setup.family == "fim":
                 options |= {"dlm": None, "ar": fim_ar}
             key = store.key(bench=bench, limit=limit, span=spans[bench], decode=asdict(setup.cfg), **options)
             result = store.get(bench, setup, key)
+            if result is None and stored_only:
+                not_measured.setdefault(bench, []).append(setup.name)
+                continue
             if result is None:
                 if progress:
                     tqdm.write(f"{bench} through codila-lsp: {setup.name}")
@@ -319,6 +330,7 @@ def build_table(
             {"name": s.name, "family": s.family, "block_size": s.block_size, "decode": asdict(s.cfg)} for s in plan
         ],
         "results": results,
+        "not_measured": not_measured,
         "claims": claims(results, plan),
         "eval_s": round(time.perf_counter() - started, 1),
     }
@@ -374,6 +386,7 @@ def cmd_table(args) -> int:
             device=args.device,
             command=shlex.join(["codila"] + sys.argv[1:]),
             resume=args.resume,
+            stored_only=args.stored_only,
             progress=args.progress,
         )
     except ServerError as exc:
@@ -475,6 +488,12 @@ def add_table_subcommand(benchmarks) -> None:
         "--resume",
         action="store_true",
         help="reuse rows already in --out that were measured with the same settings; measure the rest",
+    )
+    p.add_argument(
+        "--stored-only",
+        action="store_true",
+        help="measure nothing: make the table of the rows already in --out (as --resume finds them) and list "
+        "the rest as not measured",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=cmd_table)
