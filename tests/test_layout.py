@@ -2,9 +2,10 @@
 
 Layers, bottom to top: settings and token math (config, sampling, options) -> models ->
 decoding -> the Engine facade (and the package's own public names) -> training library -> model
-preparation -> the tools (bench, eval, serve, every `cli` module, the language server). A test, so
-that a new import that reaches up fails here instead of starting a cycle. The team server
-(codila_engine/serve) is a tool that only the command line and the language server import."""
+preparation -> the tools (bench, eval, serve, every `cli` module and the `commands` it runs, the
+language server). A test, so that a new import that reaches up fails here instead of starting a
+cycle. The team server (codila_engine/serve) is a tool that only the command line and the language
+server import."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ TOOLS = 6
 
 def layer(module: str) -> int | None:
     parts = module.split(".")
-    if parts[0] == "lsp_server" or parts[-1] == "cli" or (len(parts) > 1 and parts[1] in ("bench", "eval", "serve")):
+    if (
+        parts[0] == "lsp_server"
+        or parts[-1] in ("cli", "commands")
+        or (len(parts) > 1 and parts[1] in ("bench", "eval", "serve"))
+    ):
         return TOOLS
     if parts[0] != "codila_engine":
         return None  # not ours
