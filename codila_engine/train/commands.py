@@ -146,7 +146,8 @@ def run_dlm(args) -> None:
 
 
 def _adapt_setup(args, command: str, make_tokenizer):
-    """The base folder, loop config, device, dtype, tokenizer and data of dlm-adapt / ar-adapt."""
+    """The base folder, loop config, tokenizer and data of dlm-adapt / ar-adapt, and the keyword
+    arguments both trainers take (device, dtype, LoRA rank, starting adapter)."""
     from codila_engine.models.checkpoint import default_dtype
     from codila_engine.prepare.default_model import default_model_folder
     from codila_engine.train.corpus import Corpus, read_python_dirs
@@ -160,58 +161,49 @@ def _adapt_setup(args, command: str, make_tokenizer):
     train_corpus = _corpus(args)
     held_out, _ = read_python_dirs(args.held_out_dir, args.progress)
     data = _data(args, tokenizer, Corpus(train_corpus.train, held_out, train_corpus.report))
-    return base, cfg, device, default_dtype(device, None if args.dtype == "auto" else args.dtype), tokenizer, data
+    dtype = default_dtype(device, None if args.dtype == "auto" else args.dtype)
+    return base, cfg, tokenizer, data, {"device": device, "dtype": dtype, "rank": args.rank, "init": args.init_adapter}
 
 
 def run_dlm_adapt(args) -> None:
     from codila_engine.train.adapt import dream_tokenizer, train_adapt
     from codila_engine.train.masking import DlmNoise
 
-    base, cfg, device, dtype, tokenizer, data = _adapt_setup(args, "dlm-adapt", dream_tokenizer)
+    base, cfg, tokenizer, data, common = _adapt_setup(args, "dlm-adapt", dream_tokenizer)
     noise = DlmNoise(args.span_fraction, args.pad_fraction, span_tokens=args.span_tokens)
-    _finish(
-        args,
-        train_adapt(
-            tokenizer,
-            base,
-            data.train,
-            data.held_out,
-            cfg,
-            device=device,
-            dtype=dtype,
-            rank=args.rank,
-            mask_lr=args.mask_lr,
-            noise=noise,
-            curve_windows=args.curve_windows,
-            init=args.init_adapter,
-        ),
+    result = train_adapt(
+        tokenizer,
+        base,
+        data.train,
+        data.held_out,
+        cfg,
+        mask_lr=args.mask_lr,
+        noise=noise,
+        curve_windows=args.curve_windows,
+        **common,
     )
+    _finish(args, result)
 
 
 def run_ar_adapt(args) -> None:
     from codila_engine.prepare.default_model import adapted_folder
     from codila_engine.train.ar_adapt import ar_tokenizer, train_ar_adapt
 
-    base, cfg, device, dtype, tokenizer, data = _adapt_setup(args, "ar-adapt", ar_tokenizer)
+    base, cfg, tokenizer, data, common = _adapt_setup(args, "ar-adapt", ar_tokenizer)
     dlm = args.dlm or adapted_folder("dlm")
-    _finish(
-        args,
-        train_ar_adapt(
-            tokenizer,
-            base,
-            dlm,
-            data.train,
-            data.held_out,
-            cfg,
-            device=device,
-            dtype=dtype,
-            rank=args.rank,
-            rows_lr=args.rows_lr,
-            block_sizes=tuple(args.block_size),
-            conditioning=args.conditioning,
-            init=args.init_adapter,
-        ),
+    result = train_ar_adapt(
+        tokenizer,
+        base,
+        dlm,
+        data.train,
+        data.held_out,
+        cfg,
+        rows_lr=args.rows_lr,
+        block_sizes=tuple(args.block_size),
+        conditioning=args.conditioning,
+        **common,
     )
+    _finish(args, result)
 
 
 def run_dlm_curve(args) -> None:
