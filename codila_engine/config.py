@@ -152,8 +152,8 @@ SETTINGS = (
       help="approximate: reuse DLM keys/values away from the frontier, a full DLM forward every N iterations",
       rule="a whole number of iterations >= 1"),
     S("single_line", "decode", bool, False,
-      help="the middle is one line: fim stops at its end; the DLM decoders once the first line is committed "
-      "through its line break"),
+      help="the middle is one line: fim stops at its end; the DLM decoders stop once the first line is "
+      "committed through its line break"),
     S("steps", "decode", int, 0, key="steps", ge=1, zero="one per masked token", applies=("dream",),
       help="the dream decoder: DLM forwards (steps) for the span", rule="a whole number of DLM forwards >= 1"),
     S("eps", "decode", float, 1e-3, key="eps", gt=0, lt=1, applies=("dream",),
