@@ -136,16 +136,16 @@ def test_configurations_and_their_decoding_options():
         "CoDiLA B=4 static soft",
         "CoDiLA B=8 static soft",
         "CoDiLA B=4 static top-1",
-        "CoDiLA B=4 dynamic τ=0.1",
         "CoDiLA B=4 dynamic τ=0.3",
-        "CoDiLA B=4 dynamic τ=0.6",
+        "CoDiLA B=4 dynamic τ=1",
+        "CoDiLA B=4 dynamic τ=2",
     ]
     k1 = plan[1]
     assert (k1.cfg.decoder, k1.cfg.k, k1.cfg.block_size) == ("dlm", 1, 1)
     by = {s.name: s.cfg for s in plan}
     assert by["DLM K=4"].k == 4 and by["CoDiLA B=4 static top-1"].conditioning == "top1"
     assert by["CoDiLA B=8 static soft"].block_size == 8 and by["CoDiLA B=8 static soft"].conditioning == "soft"
-    assert (by["CoDiLA B=4 dynamic τ=0.6"].mode, by["CoDiLA B=4 dynamic τ=0.6"].threshold) == ("dynamic", 0.6)
+    assert (by["CoDiLA B=4 dynamic τ=2"].mode, by["CoDiLA B=4 dynamic τ=2"].threshold) == ("dynamic", 2.0)
     assert [s.name for s in setups([4], [0.2], ["dlm-kb", "dynamic"])] == ["DLM K=4", "CoDiLA B=4 dynamic τ=0.2"]
     assert setups([2], families=["dream", "dlm-kb"])[0].family == "dream" and setups([2, 8])[2].name == "DLM K=2"
     with pytest.raises(ValueError, match="unknown configuration"):
