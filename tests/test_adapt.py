@@ -111,11 +111,15 @@ def test_resumed_training_follows_the_uninterrupted_loss_curve(base, tmp_path, m
         cache / "held_out-64.safetensors", "any"
     )
     probe = ["train", "dlm-probe", "--run", str(tmp_path / "whole"), "--adapter", str(tmp_path / "whole" / "last")]
-    main([*probe, "--windows", "2", "--seq-len", "64", "--dtype", "float32"])
+    main([*probe, "--windows", "2", "--seq-len", "64", "--dtype", "float32", "--profile"])
     probed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {k: probed[k] for k in ("random-15", "random-50", "span-32")} == pytest.approx(
         {k: curve[-1][k] for k in ("random-15", "random-50", "span-32")}
     )
+    # --profile: span-32 position by position; over the positions it averages to span-32 itself
+    by_position, entropy = probed["span-32 top-1 by position"], probed["span-32 entropy by position"]
+    assert len(by_position) == len(entropy) == 32 and all(e > 0 for e in entropy)
+    assert sum(by_position) / 32 == pytest.approx(probed["span-32"], abs=1e-3)
     assert all(f.stat().st_size < 50e6 for f in (tmp_path / "whole" / "best").iterdir())  # shippable files
 
 

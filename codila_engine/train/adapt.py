@@ -154,11 +154,11 @@ def load_adapted(folder: str | Path, base_folder, device, dtype, tokens: dict[st
 
 # --- the learning curve ----------------------------------------------------------------------
 @torch.no_grad()
-def masked_top1(model, windows: torch.Tensor, kind: str, seed: int = 0) -> float:
-    """Top-1 accuracy on masked tokens of held-out windows [n, L]: `random-15`, `random-50`
-    (each token masked independently) or `span-32` (one span of 32 tokens mid-window)."""
+def masked_predictions(model, windows: torch.Tensor, kind: str, seed: int = 0):
+    """Per held-out window [n, L]: (whether the top-1 prediction is right, the marginal's entropy
+    in nats), each [masked tokens] in canvas order. `kind`: `random-15`, `random-50` (each token
+    masked independently) or `span-32` (one span of 32 tokens mid-window)."""
     g = torch.Generator().manual_seed(seed)
-    right = total = 0
     device, mask_id = model.lm_head.weight.device, model.mask_id
     for ids in windows:
         if kind == "span-32":
@@ -173,9 +173,28 @@ def masked_top1(model, windows: torch.Tensor, kind: str, seed: int = 0) -> float
         cols = masked.nonzero().squeeze(1)
         logits = model.lm_head(hidden[shifted_positions(cols).to(device)]).float()
         logits[:, mask_id] = float("-inf")
-        right += int((logits.argmax(-1).cpu() == ids[cols]).sum())
-        total += len(cols)
+        logp = torch.log_softmax(logits, dim=-1)
+        entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
+        yield logits.argmax(-1).cpu() == ids[cols], entropy.cpu()
+
+
+def masked_top1(model, windows: torch.Tensor, kind: str, seed: int = 0) -> float:
+    """Top-1 accuracy on the masked tokens of held-out windows (kinds: `masked_predictions`)."""
+    right = total = 0
+    for correct, _ in masked_predictions(model, windows, kind, seed):
+        right += int(correct.sum())
+        total += len(correct)
     return right / max(total, 1)
+
+
+def span_profile(model, windows: torch.Tensor, seed: int = 0) -> dict[str, list[float]]:
+    """The span-32 metric by position in the span (1 = the token after the visible prefix):
+    top-1 accuracy and mean entropy (nats) over windows; their mean over positions is span-32."""
+    correct, entropy = zip(*masked_predictions(model, windows, "span-32", seed))
+    return {
+        "top1": torch.stack(correct).float().mean(0).tolist(),
+        "entropy": torch.stack(entropy).mean(0).tolist(),
+    }
 
 
 def curve_metrics(windows: torch.Tensor):

@@ -259,11 +259,21 @@ def add_train_subcommands(subparsers) -> None:
     pr.add_argument("--adapter", type=Path, nargs="+", required=True, help="dlm-adapt checkpoints (e.g. RUN/last)")
     pr.add_argument("--windows", type=int, default=40, help="held-out windows per metric (default: 40)")
     pr.add_argument("--seq-len", type=int, default=256, help="window length in tokens, as trained (default: 256)")
-    pr.add_argument("--base", type=Path, default=None, help="base model folder (default: the checkpoint's own)")
+    pr.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="base model folder (default: the checkpoint's own, else the default model)",
+    )
     pr.add_argument(
         "--dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="as trained (default: auto)"
     )
     pr.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    pr.add_argument(
+        "--profile",
+        action="store_true",
+        help="also span-32 by position in the span: top-1 and mean entropy (nats) at each of the 32 positions",
+    )
     pr.set_defaults(func=run_dlm_probe)
 
     for name, kind, what in (

@@ -222,7 +222,8 @@ def run_dlm_probe(args) -> None:
     import torch
 
     from codila_engine.models.checkpoint import default_dtype
-    from codila_engine.train.adapt import curve_metrics, eval_windows, load_adapted
+    from codila_engine.prepare.default_model import default_model_folder
+    from codila_engine.train.adapt import DREAM_TOKENS, curve_metrics, eval_windows, load_adapted, span_profile
     from codila_engine.train.sequences import SequenceData
 
     cached = args.run / "data" / f"held_out-{args.seq_len}.safetensors"
@@ -234,9 +235,17 @@ def run_dlm_probe(args) -> None:
     device = torch.device("cpu")
     dtype = default_dtype(device, None if args.dtype == "auto" else args.dtype)
     for adapter in args.adapter:
-        made = json.loads((adapter / "base.json").read_text())  # the base and token ids it was trained with
-        model = load_adapted(adapter, args.base or made["base"], device, dtype, made["tokens"])
-        print(json.dumps({"adapter": str(adapter), "windows": len(windows), **curve_metrics(windows)(model)}))
+        made = adapter / "base.json"  # the base and token ids it was trained with; a shipped adapter has none
+        made = json.loads(made.read_text()) if made.is_file() else {"base": None, "tokens": DREAM_TOKENS}
+        model = load_adapted(
+            adapter, args.base or made["base"] or default_model_folder(), device, dtype, made["tokens"]
+        )
+        out = {"adapter": str(adapter), "windows": len(windows), **curve_metrics(windows)(model)}
+        if args.profile:
+            profile = span_profile(model.eval(), windows)
+            out["span-32 top-1 by position"] = [round(x, 4) for x in profile["top1"]]
+            out["span-32 entropy by position"] = [round(x, 3) for x in profile["entropy"]]
+        print(json.dumps(out))
 
 
 def run_export(args) -> None:
