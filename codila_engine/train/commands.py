@@ -235,8 +235,8 @@ def run_dlm_probe(args) -> None:
     device = torch.device("cpu")
     dtype = default_dtype(device, None if args.dtype == "auto" else args.dtype)
     for adapter in args.adapter:
-        made = adapter / "base.json"  # the base and token ids it was trained with; a shipped adapter has none
-        made = json.loads(made.read_text()) if made.is_file() else {"base": None, "tokens": DREAM_TOKENS}
+        made_file = adapter / "base.json"  # the base and token ids it was trained with; a shipped adapter has none
+        made = json.loads(made_file.read_text()) if made_file.is_file() else {"base": None, "tokens": DREAM_TOKENS}
         model = load_adapted(
             adapter, args.base or made["base"] or default_model_folder(), device, dtype, made["tokens"]
         )
