@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from codila_engine.models.dlm import shifted_positions
+from codila_engine.sampling import entropy
 from codila_engine.train.dlm_pretrain import dlm_loss
 from codila_engine.train.loop import LoopConfig, TrainResult, starting_model, train
 from codila_engine.train.masking import DlmNoise
@@ -173,9 +174,7 @@ def masked_predictions(model, windows: torch.Tensor, kind: str, seed: int = 0):
         cols = masked.nonzero().squeeze(1)
         logits = model.lm_head(hidden[shifted_positions(cols).to(device)]).float()
         logits[:, mask_id] = float("-inf")
-        logp = torch.log_softmax(logits, dim=-1)
-        entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
-        yield logits.argmax(-1).cpu() == ids[cols], entropy.cpu()
+        yield logits.argmax(-1).cpu() == ids[cols], entropy(logits).cpu()
 
 
 def masked_top1(model, windows: torch.Tensor, kind: str, seed: int = 0) -> float:
@@ -190,10 +189,10 @@ def masked_top1(model, windows: torch.Tensor, kind: str, seed: int = 0) -> float
 def span_profile(model, windows: torch.Tensor, seed: int = 0) -> dict[str, list[float]]:
     """The span-32 metric by position in the span (1 = the token after the visible prefix):
     top-1 accuracy and mean entropy (nats) over windows; their mean over positions is span-32."""
-    correct, entropy = zip(*masked_predictions(model, windows, "span-32", seed))
+    correct, entropies = zip(*masked_predictions(model, windows, "span-32", seed))
     return {
         "top1": torch.stack(correct).float().mean(0).tolist(),
-        "entropy": torch.stack(entropy).mean(0).tolist(),
+        "entropy": torch.stack(entropies).mean(0).tolist(),
     }
 
 
