@@ -236,10 +236,9 @@ def run_dlm_probe(args) -> None:
     dtype = default_dtype(device, None if args.dtype == "auto" else args.dtype)
     for adapter in args.adapter:
         made_file = adapter / "base.json"  # the base and token ids it was trained with; a shipped adapter has none
-        made = json.loads(made_file.read_text()) if made_file.is_file() else {"base": None, "tokens": DREAM_TOKENS}
-        model = load_adapted(
-            adapter, args.base or made["base"] or default_model_folder(), device, dtype, made["tokens"]
-        )
+        made: dict = json.loads(made_file.read_text()) if made_file.is_file() else {}
+        base = args.base or made.get("base") or default_model_folder()
+        model = load_adapted(adapter, base, device, dtype, made.get("tokens", DREAM_TOKENS))
         out = {"adapter": str(adapter), "windows": len(windows), **curve_metrics(windows)(model)}
         if args.profile:
             profile = span_profile(model.eval(), windows)
