@@ -12,7 +12,7 @@ import pytest
 from codila_engine.cli import main
 from codila_engine.eval.client import Reply, ServerError
 from codila_engine.eval.humaneval import load_split, sample_tasks
-from codila_engine.eval.run import evaluate, metrics, percentile, spread, task_row
+from codila_engine.eval.run import evaluate, metrics, percentile, spread, task_row, task_uri
 
 pytestmark = pytest.mark.usefixtures("sandbox_or_unsafe")
 
@@ -179,6 +179,64 @@ def test_request_errors_are_failed_tasks_and_server_death_stops(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert "exited with code 7" in summary["stopped"]
     assert summary["metrics"]["pass_at_1"] == pytest.approx(0.25) and summary["metrics"]["request_errors"] == 3
+
+
+# A stand-in server that fills every task with its canonical solution, notes each request's URI
+# in a file and dies on request number $FAKE_DIE_AT (never if 0). Request 1 is the client's warm-up.
+RESUMABLE_SERVER = """
+import os, sys
+from pygls.lsp.server import LanguageServer
+from codila_engine.eval.humaneval import load_split
+from codila_engine.eval.run import task_uri
+
+CANONICAL = {task_uri(t): t.canonical_solution for t in load_split("single-line")}
+die_at, calls_file = int(os.environ["FAKE_DIE_AT"]), sys.argv[1]
+server, calls = LanguageServer("fake-codila", "0"), []
+
+@server.feature("codila/infill")
+def infill(ls, params):
+    calls.append(params.textDocument.uri)
+    with open(calls_file, "a") as f:
+        f.write(params.textDocument.uri + "\\n")
+    if len(calls) == die_at:
+        os._exit(7)
+    return {"range": params.range._asdict(), "text": CANONICAL.get(params.textDocument.uri, ""), "stats": %r}
+
+server.start_io()
+""" % (STATS,)
+
+
+def test_a_stopped_eval_resumes_at_its_first_task_not_done(tmp_path, monkeypatch):
+    script, calls, out = tmp_path / "server.py", tmp_path / "calls.txt", tmp_path / "eval"
+    script.write_text(RESUMABLE_SERVER)
+    tasks = [task_uri(t) for t in sample_tasks(load_split("single-line"), 6)]
+
+    def run(die_at: int, **kw) -> dict:
+        calls.write_text("")
+        monkeypatch.setenv("FAKE_DIE_AT", str(die_at))  # not in the command: that is part of the settings
+        server = [sys.executable, str(script), str(calls)]
+        options = {"device": "cpu"}
+        return evaluate("single-line", out_dir=out, limit=6, options=options, server_cmd=server, progress=False, **kw)
+
+    with pytest.raises(ServerError, match="after 3 of 6 tasks.*--resume"):
+        run(die_at=4)  # warm-up, two tasks, then the server dies on the third
+    assert [json.loads(line)["status"] for line in (out / "tasks.jsonl").read_text().splitlines()] == [
+        "passed",
+        "passed",
+        "request_error",
+    ]
+    summary = run(die_at=0, resume=True)
+    asked = calls.read_text().split()[1:]  # after the warm-up
+    assert asked == tasks[2:]  # the task the server died on is asked again, the two before are kept
+    rows = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == [t.task_id for t in sample_tasks(load_split("single-line"), 6)]
+    assert summary["resumed_tasks"] == 2 and summary["metrics"]["pass_at_1"] == 1.0 and summary["n"] == 6
+    run(die_at=0, resume=True)
+    assert calls.read_text() == ""  # nothing left to do: the server is not even started
+    run(die_at=0, resume=True, max_tokens=7)
+    assert calls.read_text().split()[1:] == tasks  # other settings: every task again
+    run(die_at=0)
+    assert calls.read_text().split()[1:] == tasks  # no resume: every task again
 
 
 def test_models_that_cannot_load_stop_the_eval_before_any_task(tiny_pair, tmp_path):

@@ -336,6 +336,43 @@ def test_table_on_held_out_files(tiny_pair, data_dir, tmp_path, capsys, monkeypa
     assert "Not measured yet: CoDiLA B=2 dynamic τ=0.6." in (out / "table.md").read_text()
 
 
+def test_a_stopped_held_out_row_goes_on_from_its_last_task(tiny_pair, data_dir, tmp_path, monkeypatch):
+    import codila_engine.eval.table as table_module
+
+    class Stopped(Exception):
+        pass
+
+    real, calls = table_module.heldout_row, []
+
+    def counted(engine, setup, task, stop_at=0):
+        calls.append((setup.name, task.task_id))
+        if len(calls) == stop_at:
+            raise Stopped  # as if the session ended while this task decoded
+        return real(engine, setup, task)
+
+    out, held_out = tmp_path / "table", ("--data-dir", str(data_dir), "--held-out-fraction", "0.7")
+    only = (*held_out, "--held-out-tasks", "2", "--humaneval-limit", "0", "--humaneval-multi-limit", "0")
+    monkeypatch.setattr(table_module, "heldout_row", lambda *a: counted(*a, stop_at=4))
+    with pytest.raises(Stopped):
+        _run(tiny_pair, out, *only, "--configs", "dlm-k1", "dlm-kb")
+    first = calls[:3]  # the first row whole, the second row's first task
+    logs = sorted((out / "held-out").glob("*/*/tasks.jsonl"))
+    assert [len(p.read_text().splitlines()) for p in logs] == [2, 1]
+    calls.clear()
+    monkeypatch.setattr(table_module, "heldout_row", counted)
+    assert _run(tiny_pair, out, *only, "--configs", "dlm-k1", "dlm-kb", "--resume") == 0
+    assert calls[0][0] == first[-1][0] and calls[0][1] != first[-1][1]  # row 2's second task
+    assert len(calls) == 2 * 2 * 2 - 3  # two benchmarks x two rows x two tasks, less the three done
+    resumed = json.loads((out / "results.json").read_text())["results"]
+    calls.clear()
+    assert _run(tiny_pair, tmp_path / "whole", *only, "--configs", "dlm-k1", "dlm-kb") == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())["results"]
+    same = ("n", "syntax_valid", "exact_match", "iterations_per_token", "text_tokens")  # not the timings
+    for bench in whole:
+        for name, row in whole[bench].items():
+            assert {k: row[k] for k in same} == {k: resumed[bench][name][k] for k in same}
+
+
 def test_table_on_humaneval_through_the_server(tiny_pair, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "table"

@@ -1,5 +1,6 @@
 """`codila eval humaneval-infilling ...`: evaluate through the language server, as editors use it;
-`codila eval table ...` (table.py): the README's comparison of decoders.
+`codila eval table ...` (table.py): the README's comparison of decoders. Both keep every
+finished task, so `--resume` goes on where a stopped run ended.
 
 Call add_eval_subcommands(subparsers) from the main CLI; the subcommand sets `func`.
 """
@@ -7,6 +8,7 @@ Call add_eval_subcommands(subparsers) from the main CLI; the subcommand sets `fu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import fields
@@ -16,7 +18,9 @@ from codila_engine.options import add_decode_args, add_model_args
 from codila_engine.config import DecodeConfig
 from codila_engine.eval import execution
 from codila_engine.eval.humaneval import SPLITS
-from codila_engine.eval.table import add_table_subcommand
+from codila_engine.eval.report import cmd_render
+from codila_engine.eval.setups import BLOCK_SIZES, DEFAULT_FAMILIES, FAMILIES, THRESHOLDS
+from codila_engine.eval.table import build_table
 
 
 def server_options(args: argparse.Namespace) -> dict:
@@ -104,6 +108,8 @@ def cmd_humaneval_infilling(args: argparse.Namespace) -> int:
     from codila_engine.eval.client import ServerError  # the client stack loads only when used
     from codila_engine.eval.run import evaluate
 
+    if args.resume and not args.out:
+        raise ValueError("--resume goes on with the run in --out: give --out FOLDER (the stopped run's folder)")
     out = args.out or Path("runs/eval") / f"humaneval-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         summary = evaluate(
@@ -117,6 +123,7 @@ def cmd_humaneval_infilling(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             request_timeout_s=args.request_timeout,
             progress=args.progress,
+            resume=args.resume,
         )
     except ServerError as exc:
         print(f"codila eval: {exc}", file=sys.stderr)
@@ -124,6 +131,169 @@ def cmd_humaneval_infilling(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     print(f"wrote {summary['files']['tasks']} and {summary['files']['summary']}")
     return 0
+
+
+# --- codila eval table ---------------------------------------------------------------
+def fim_folder(models, given: str | None, decoder_folders_given: bool) -> str | None:
+    """The AR of the FIM row: --fim-ar if given; for the default pair its base model (the CoDiLA
+    AR is finetuned away from FIM); else the AR given (used only if it has FIM tokens)."""
+    if given:
+        return given
+    if decoder_folders_given:
+        return models.ar
+    from codila_engine.prepare.default_model import default_model_folder
+
+    return str(default_model_folder())
+
+
+def cmd_table(args) -> int:
+    import shlex
+    import sys
+
+    import torch
+
+    from codila_engine.eval.client import ServerError
+    from codila_engine.prepare.folders import model_folders
+
+    models = model_folders(args.dlm, args.ar, None if args.dlm or args.ar else "codila")
+    fim_ar = fim_folder(models, args.fim_ar, bool(args.dlm or args.ar))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the language servers started for HumanEval
+    out = args.out or Path("runs/eval") / f"table-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = DecodeConfig(temperature=args.temperature, seed=args.seed)
+    try:
+        table = build_table(
+            models,
+            out_dir=out,
+            fim_ar=fim_ar,
+            data_dirs=args.data_dir or (),
+            held_out_dirs=args.held_out_dir or (),
+            held_out_tasks=args.held_out_tasks,
+            held_out_fraction=args.held_out_fraction,
+            humaneval_limit=args.humaneval_limit,
+            humaneval_max_tokens=args.humaneval_max_tokens,
+            humaneval_multi_limit=args.humaneval_multi_limit,
+            humaneval_multi_max_tokens=args.humaneval_multi_max_tokens,
+            block_sizes=args.block_sizes,
+            thresholds=args.thresholds,
+            families=args.configs,
+            base=base,
+            device=args.device,
+            command=shlex.join(["codila"] + sys.argv[1:]),
+            resume=args.resume,
+            stored_only=args.stored_only,
+            progress=args.progress,
+        )
+    except ServerError as exc:
+        print(f"codila eval table: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(c["text"] for c in table["claims"]))
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'} and {out / 'pareto.png'}")
+    return 0
+
+
+def add_table_subcommand(benchmarks) -> None:
+    r = benchmarks.add_parser(
+        "render", help="regenerate table.md, the Pareto plot and the README block from a results.json"
+    )
+    r.add_argument("results", help="a results.json written by `codila eval table`")
+    r.add_argument("--readme", help="also replace the results block of this README (between its two marker lines)")
+    r.set_defaults(func=cmd_render)
+    p = benchmarks.add_parser(
+        "table",
+        help="issue 11's table: FIM, DLM baselines and CoDiLA variants on held-out files and HumanEval-Infilling",
+    )
+    p.add_argument(
+        "--dlm",
+        help="Dream-format DLM folder (default: the default model's DLM and CoDiLA AR, prepared on first use)",
+    )
+    p.add_argument("--ar", help="Qwen3 or Qwen2 AR folder (default: the default model's CoDiLA AR)")
+    p.add_argument(
+        "--fim-ar",
+        help="AR folder of the FIM row (default: the default model's base for the default pair, else --ar)",
+    )
+    p.add_argument("--device", default="cpu", help="where to decode (default cpu: the table reports CPU speed)")
+    p.add_argument(
+        "--held-out-dir",
+        action="append",
+        help="folder of held-out files, e.g. a package kept out of training (repeatable)",
+    )
+    p.add_argument(
+        "--data-dir",
+        action="append",
+        help="training data folder (repeatable; held-out files come from its held-out split)",
+    )
+    p.add_argument(
+        "--held-out-fraction",
+        type=float,
+        default=0.02,
+        help="with --data-dir: fraction of documents held out, 0-1, as given to `codila train`",
+    )
+    p.add_argument(
+        "--held-out-tasks", type=int, default=100, help="held-out file tasks per kind (single-line, multi-line)"
+    )
+    p.add_argument(
+        "--humaneval-limit",
+        type=int,
+        default=164,
+        help="N single-line tasks spread over all problems, the same for every row (0: skip)",
+    )
+    p.add_argument("--humaneval-max-tokens", type=int, default=24, help="single-line span, in masked tokens")
+    p.add_argument(
+        "--humaneval-multi-limit",
+        type=int,
+        default=50,
+        help="N multi-line tasks spread over all problems, the same for every row (0: skip)",
+    )
+    p.add_argument("--humaneval-multi-max-tokens", type=int, default=64, help="multi-line span, in masked tokens")
+    p.add_argument(
+        "--block-sizes",
+        type=int,
+        nargs="+",
+        default=list(BLOCK_SIZES),
+        metavar="B",
+        help="CoDiLA block sizes, in tokens (comparisons at 4 if listed, else the first)",
+    )
+    p.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=list(THRESHOLDS),
+        metavar="TAU",
+        help="dynamic-mode thresholds (mean entropy in nats)",
+    )
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        choices=FAMILIES,
+        default=list(DEFAULT_FAMILIES),
+        metavar="FAMILY",
+        help=f"configuration families to run, of {', '.join(FAMILIES)} (default: all but dream)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=DecodeConfig().temperature,
+        help="sampling temperature of every row, unitless, 0 = greedy",
+    )
+    p.add_argument("--seed", type=int, default=DecodeConfig().seed, help="sampling seed of every row")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and the servers (default: torch's choice)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/eval/table-TIME)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse rows already in --out that were measured with the same settings, and the finished tasks "
+        "of a row that was stopped; measure the rest",
+    )
+    p.add_argument(
+        "--stored-only",
+        action="store_true",
+        help="measure nothing: make the table of the rows already in --out (as --resume finds them) and list "
+        "the rest as not measured",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func=cmd_table)
 
 
 def add_eval_subcommands(subparsers) -> None:
@@ -145,6 +315,11 @@ def add_eval_subcommands(subparsers) -> None:
     )
     p.add_argument(
         "--out", type=Path, help="folder for tasks.jsonl and summary.json (default: runs/eval/humaneval-SPLIT-TIME)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with a stopped run in --out: keep its finished tasks if made with the same settings",
     )
     p.add_argument("--timeout", type=float, default=10.0, help="time each program may run its tests, in seconds")
     p.add_argument("--request-timeout", type=float, default=300.0, help="time to wait for one infill, in seconds")

@@ -2,7 +2,8 @@
 
 Each task is opened as a document (prompt + suffix) and filled at the boundary with
 `codila/infill`, exactly as an editor would ask; the filled program then runs with its tests in
-the sandbox. Per-task rows go to tasks.jsonl as they finish, the metrics to summary.json.
+the sandbox. Per-task rows go to tasks.jsonl as they finish (a stopped run resumes from them), the
+metrics to summary.json.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from codila_engine.eval.client import EvalClient, Reply, ServerError, server_command
 from codila_engine.eval.execution import run_program
 from codila_engine.eval.humaneval import Task, build_program, load_split, parses, sample_tasks
+from codila_engine.eval.rows import TaskLog, row_key
 from lsp_server.positions import offset_to_position
 
 
@@ -148,13 +150,15 @@ async def _run(
     client: EvalClient,
     max_tokens: int | None,
     timeout_s: float,
-    rows_file,
+    log: TaskLog,
     progress: bool,
     single_line: bool = False,
-) -> tuple[list[dict], str | None]:
-    rows: list[dict] = []
+) -> str | None:
+    """Fill and score the tasks the log has not done; the server's error if it stopped."""
     stopped = None
-    with tqdm(tasks, unit="task", disable=not progress, dynamic_ncols=True) as bar:
+    todo = tasks[len(log.done) :]
+    with tqdm(todo, unit="task", disable=not progress, dynamic_ncols=True, initial=len(log.done)) as bar:
+        bar.total = len(tasks)
         for task in bar:
             text = task.prompt + task.suffix
             position = offset_to_position(text, len(task.prompt))
@@ -163,15 +167,12 @@ async def _run(
             except ServerError as exc:
                 stopped = str(exc)
                 reply = Reply(None, None, None, None, error=stopped)
-            row = await asyncio.to_thread(task_row, task, reply, timeout_s)
-            rows.append(row)
-            rows_file.write(json.dumps(row) + "\n")
-            rows_file.flush()
-            passed = sum(r["passed"] for r in rows)
-            bar.set_postfix_str(f"pass@1 {passed / len(rows):.3f} ({passed}/{len(rows)})")
+            log.add(await asyncio.to_thread(task_row, task, reply, timeout_s))
+            passed = sum(r["passed"] for r in log.done)
+            bar.set_postfix_str(f"pass@1 {passed / len(log.done):.3f} ({passed}/{len(log.done)})")
             if stopped:
                 break
-    return rows, stopped
+    return stopped
 
 
 def evaluate(
@@ -186,12 +187,15 @@ def evaluate(
     timeout_s: float = 10.0,
     request_timeout_s: float = 300.0,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict:
     """Evaluate one configuration; returns the summary also written to <out_dir>/summary.json.
 
     options are the server's initializationOptions (camelCase keys: dlm, ar, device, blockSize, ...);
     max_tokens is maxTokens per infill (None: the server's infillTokens). Raises ServerError when
-    the server cannot start or dies; rows finished before a death are still written.
+    the server cannot start or dies; rows finished before a death are still written. `resume`
+    keeps the rows of an earlier, stopped run in out_dir made with the same settings and fills
+    only the tasks it had not done.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be a positive number of tasks, got {limit}")
@@ -201,22 +205,30 @@ def evaluate(
     options = dict(options or {})
     command = server_command(server_cmd)
     out = Path(out_dir)
-    started = time.perf_counter()
+    started, ids = time.perf_counter(), [t.task_id for t in tasks]
+    key = row_key(split=split, tasks=ids, options=options, max_tokens=max_tokens, timeout_s=timeout_s, command=command)
 
-    async def main() -> tuple[list[dict], str | None]:
+    # on resume a request error is asked again: the server failed or died, the model never answered
+    log = TaskLog(out / "tasks.jsonl", key, ids, resume, keep=lambda row: row["status"] != "request_error")
+
+    async def main() -> str | None:
+        if not log.todo:
+            return None
         async with EvalClient(command, options, request_timeout_s=request_timeout_s) as client:
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / "tasks.jsonl", "w", encoding="utf-8") as rows_file:
-                single_line = split == "single-line"  # fim stops at the line's end, as the split's truth does
-                return await _run(tasks, client, max_tokens, timeout_s, rows_file, progress, single_line)
+            single_line = split == "single-line"  # fim stops at the line's end, as the split's truth does
+            with log:  # written once the server is up: a server that cannot start leaves no folder
+                return await _run(tasks, client, max_tokens, timeout_s, log, progress, single_line)
 
-    rows, stopped = asyncio.run(main())
+    resumed = len(log.done)
+    stopped = asyncio.run(main())
+    rows = log.done
+    out.mkdir(parents=True, exist_ok=True)
     summary = {
         "split": split,
         "n": len(rows),
         "limit": limit,
         "sample_seed": seed,
-        "task_ids": [t.task_id for t in tasks],
+        "task_ids": ids,
         "settings": {
             "initialization_options": options,
             "max_tokens": max_tokens,
@@ -226,6 +238,7 @@ def evaluate(
         },
         "metrics": metrics(rows),
         "stopped": stopped,
+        "resumed_tasks": resumed,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": device_string(options.get("device")),
         "eval_s": round(time.perf_counter() - started, 2),
@@ -233,5 +246,8 @@ def evaluate(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if stopped:
-        raise ServerError(f"{stopped}\nstopped after {len(rows)} of {len(tasks)} tasks; partial results are in {out}")
+        raise ServerError(
+            f"{stopped}\nstopped after {len(rows)} of {len(tasks)} tasks; partial results are in {out} "
+            "(run again with --resume to go on from there)"
+        )
     return summary

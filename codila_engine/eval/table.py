@@ -11,17 +11,14 @@ Iterations per token are total iterations / total tokens of the final texts (EOS
 infilling does not count); tokens/s are those text tokens / total decode wall time; first draft
 is the median time from the request to the first committed block.
 
-Every row is kept in <out>/rows/ with the settings that made it, so `--resume` measures only
-what is missing: a long table can be built over several runs (or sessions).
+Every row is kept in <out>/rows/ with the settings that made it, and each row's tasks in
+<out>/held-out/ or <out>/humaneval/ as they finish (rows.py), so `--resume` measures only what
+is missing, down to the task: a long table can be built over several runs (or sessions).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
-import statistics
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -33,12 +30,12 @@ from tqdm import tqdm
 from codila_engine.config import DecodeConfig
 from codila_engine.eval.claims import claims
 from codila_engine.eval.heldout import HeldOutTask, build_tasks, exact_match, syntax_valid
-from codila_engine.eval.report import cmd_render, write_outputs
+from codila_engine.eval.report import write_outputs
+from codila_engine.eval.rows import RowStore, TaskLog, row_key, slug, summarize
 from codila_engine.eval.setups import (
     BLOCK_SIZES,
     CLOSE,
     DEFAULT_FAMILIES,
-    FAMILIES,
     HUMANEVAL,
     HUMANEVAL_MULTI,
     NEEDS,
@@ -48,28 +45,6 @@ from codila_engine.eval.setups import (
     reference_block_size,
     setups,
 )
-
-
-def summarize(rows: Sequence[dict]) -> dict:
-    """Quality over all tasks; speed as totals (text tokens / iterations and / seconds)."""
-    n, tokens = len(rows), sum(r["text_tokens"] for r in rows)
-    wall, iterations = sum(r["wall_s"] for r in rows), sum(r["iterations"] for r in rows)
-    first = [r["first_draft_s"] for r in rows if r.get("first_draft_s") is not None]
-
-    def rate(key: str) -> float | None:
-        return sum(r[key] for r in rows) / n if n and key in rows[0] else None
-
-    return {
-        "n": n,
-        "syntax_valid": rate("syntax_valid"),
-        "exact_match": rate("exact_match"),
-        "pass_at_1": rate("passed"),
-        "iterations_per_token": iterations / tokens if tokens else None,
-        "tokens_per_s": tokens / wall if wall else None,
-        "first_draft_s": statistics.median(first) if first else None,
-        "text_tokens": tokens,
-        "wall_s": round(wall, 3),
-    }
 
 
 def heldout_row(engine, setup: Setup, task: HeldOutTask) -> dict:
@@ -109,7 +84,7 @@ def runnable(families: Sequence[str], models, fim_ar: str | None) -> list[str]:
 
 
 def humaneval_rows(
-    bench: str, setup: Setup, options: dict, limit: int, max_tokens: int, folder: Path, progress: bool
+    bench: str, setup: Setup, options: dict, limit: int, max_tokens: int, folder: Path, progress: bool, resume: bool
 ) -> tuple[list[dict], dict]:
     """One configuration through the language server (run.evaluate); rows in summarize's terms."""
     from codila_engine.eval.humaneval import load_split
@@ -118,7 +93,13 @@ def humaneval_rows(
 
     options = {**options, **{key: getattr(setup.cfg, name) for key, name in DECODE_KEYS.items()}}
     summary = evaluate(
-        SPLITS[bench], out_dir=folder, limit=limit, options=options, max_tokens=max_tokens, progress=progress
+        SPLITS[bench],
+        out_dir=folder,
+        limit=limit,
+        options=options,
+        max_tokens=max_tokens,
+        progress=progress,
+        resume=resume,
     )
     truth = {t.task_id: t.canonical_solution for t in load_split(SPLITS[bench])}
     rows = [json.loads(line) for line in (folder / "tasks.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -134,41 +115,6 @@ def humaneval_rows(
         }
         for r in rows
     ], summary
-
-
-# --- rows kept between runs ------------------------------------------------------------------
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.=]+", "-", text).strip("-")
-
-
-class RowStore:
-    """One JSON file per (benchmark, configuration) under <out>/rows/, with a key made of
-    everything that decides the row (models, tasks, decoding options, span); `get` returns a
-    stored row only when its key matches, so a changed setting is measured again."""
-
-    def __init__(self, out: Path, resume: bool) -> None:
-        self.folder, self.resume = out / "rows", resume
-
-    @staticmethod
-    def key(**parts) -> str:
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-    def _path(self, bench: str, setup: Setup) -> Path:
-        return self.folder / _slug(bench) / f"{_slug(setup.name)}.json"
-
-    def get(self, bench: str, setup: Setup, key: str) -> dict | None:
-        path = self._path(bench, setup)
-        if not (self.resume and path.is_file()):
-            return None
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        return stored["result"] if stored.get("key") == key else None
-
-    def put(self, bench: str, setup: Setup, key: str, result: dict, rows: Sequence[dict]) -> None:
-        path = self._path(bench, setup)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "result": result, "rows": list(rows)}, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -269,15 +215,19 @@ def build_table(
     for bench, bench_tasks in tasks.items():
         ids = [t.task_id for t in bench_tasks]
         for setup in tqdm(plan, desc=bench, unit="configuration", disable=not progress, dynamic_ncols=True):
-            key = store.key(bench=bench, tasks=ids, decode=asdict(setup.cfg), **model_key)
-            result = store.get(bench, setup, key)
+            key = row_key(bench=bench, tasks=ids, decode=asdict(setup.cfg), **model_key)
+            result = store.get(bench, setup.name, key)
             if result is None and stored_only:
                 not_measured.setdefault(bench, []).append(setup.name)
                 continue
             if result is None:
-                rows = [heldout_row(engine_for(setup), setup, task) for task in bench_tasks]
+                log_path = out / "held-out" / slug(bench) / slug(setup.name) / "tasks.jsonl"
+                with TaskLog(log_path, key, ids, resume) as log:  # per task: a stopped row goes on with --resume
+                    for task in bench_tasks[len(log.done) :]:
+                        log.add(heldout_row(engine_for(setup), setup, task))
+                rows = log.done
                 result = summarize(rows)
-                store.put(bench, setup, key, result, rows)
+                store.put(bench, setup.name, key, result, rows)
             results[bench][setup.name] = result
     engines.clear()  # the language servers below load their own models
     for bench, limit in limits.items():
@@ -288,18 +238,18 @@ def build_table(
             options = {"dlm": models.dlm, "ar": models.ar, "device": device}
             if setup.family == "fim":
                 options |= {"dlm": None, "ar": fim_ar}
-            key = store.key(bench=bench, limit=limit, span=spans[bench], decode=asdict(setup.cfg), **options)
-            result = store.get(bench, setup, key)
+            key = row_key(bench=bench, limit=limit, span=spans[bench], decode=asdict(setup.cfg), **options)
+            result = store.get(bench, setup.name, key)
             if result is None and stored_only:
                 not_measured.setdefault(bench, []).append(setup.name)
                 continue
             if result is None:
                 if progress:
                     tqdm.write(f"{bench} through codila-lsp: {setup.name}")
-                folder = out / "humaneval" / _slug(bench) / _slug(setup.name)
-                rows, summary = humaneval_rows(bench, setup, options, limit, spans[bench], folder, progress)
+                folder = out / "humaneval" / slug(bench) / slug(setup.name)
+                rows, summary = humaneval_rows(bench, setup, options, limit, spans[bench], folder, progress, resume)
                 result = {**summarize(rows), "request_errors": summary["metrics"]["request_errors"]}
-                store.put(bench, setup, key, result, rows)
+                store.put(bench, setup.name, key, result, rows)
             results[bench][setup.name] = result
             counts[bench] = result["n"]
     table = {
@@ -336,164 +286,3 @@ def build_table(
     }
     write_outputs(table, out)
     return table
-
-
-def fim_folder(models, given: str | None, decoder_folders_given: bool) -> str | None:
-    """The AR of the FIM row: --fim-ar if given; for the default pair its base model (the CoDiLA
-    AR is finetuned away from FIM); else the AR given (used only if it has FIM tokens)."""
-    if given:
-        return given
-    if decoder_folders_given:
-        return models.ar
-    from codila_engine.prepare.default_model import default_model_folder
-
-    return str(default_model_folder())
-
-
-def cmd_table(args) -> int:
-    import shlex
-    import sys
-
-    import torch
-
-    from codila_engine.eval.client import ServerError
-    from codila_engine.prepare.folders import model_folders
-
-    models = model_folders(args.dlm, args.ar, None if args.dlm or args.ar else "codila")
-    fim_ar = fim_folder(models, args.fim_ar, bool(args.dlm or args.ar))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the language servers started for HumanEval
-    out = args.out or Path("runs/eval") / f"table-{time.strftime('%Y%m%d-%H%M%S')}"
-    base = DecodeConfig(temperature=args.temperature, seed=args.seed)
-    try:
-        table = build_table(
-            models,
-            out_dir=out,
-            fim_ar=fim_ar,
-            data_dirs=args.data_dir or (),
-            held_out_dirs=args.held_out_dir or (),
-            held_out_tasks=args.held_out_tasks,
-            held_out_fraction=args.held_out_fraction,
-            humaneval_limit=args.humaneval_limit,
-            humaneval_max_tokens=args.humaneval_max_tokens,
-            humaneval_multi_limit=args.humaneval_multi_limit,
-            humaneval_multi_max_tokens=args.humaneval_multi_max_tokens,
-            block_sizes=args.block_sizes,
-            thresholds=args.thresholds,
-            families=args.configs,
-            base=base,
-            device=args.device,
-            command=shlex.join(["codila"] + sys.argv[1:]),
-            resume=args.resume,
-            stored_only=args.stored_only,
-            progress=args.progress,
-        )
-    except ServerError as exc:
-        print(f"codila eval table: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(c["text"] for c in table["claims"]))
-    print(f"wrote {out / 'results.json'}, {out / 'table.md'} and {out / 'pareto.png'}")
-    return 0
-
-
-def add_table_subcommand(benchmarks) -> None:
-    r = benchmarks.add_parser(
-        "render", help="regenerate table.md, the Pareto plot and the README block from a results.json"
-    )
-    r.add_argument("results", help="a results.json written by `codila eval table`")
-    r.add_argument("--readme", help="also replace the results block of this README (between its two marker lines)")
-    r.set_defaults(func=cmd_render)
-    p = benchmarks.add_parser(
-        "table",
-        help="issue 11's table: FIM, DLM baselines and CoDiLA variants on held-out files and HumanEval-Infilling",
-    )
-    p.add_argument(
-        "--dlm",
-        help="Dream-format DLM folder (default: the default model's DLM and CoDiLA AR, prepared on first use)",
-    )
-    p.add_argument("--ar", help="Qwen3 or Qwen2 AR folder (default: the default model's CoDiLA AR)")
-    p.add_argument(
-        "--fim-ar",
-        help="AR folder of the FIM row (default: the default model's base for the default pair, else --ar)",
-    )
-    p.add_argument("--device", default="cpu", help="where to decode (default cpu: the table reports CPU speed)")
-    p.add_argument(
-        "--held-out-dir",
-        action="append",
-        help="folder of held-out files, e.g. a package kept out of training (repeatable)",
-    )
-    p.add_argument(
-        "--data-dir",
-        action="append",
-        help="training data folder (repeatable; held-out files come from its held-out split)",
-    )
-    p.add_argument(
-        "--held-out-fraction",
-        type=float,
-        default=0.02,
-        help="with --data-dir: fraction of documents held out, 0-1, as given to `codila train`",
-    )
-    p.add_argument(
-        "--held-out-tasks", type=int, default=100, help="held-out file tasks per kind (single-line, multi-line)"
-    )
-    p.add_argument(
-        "--humaneval-limit",
-        type=int,
-        default=164,
-        help="N single-line tasks spread over all problems, the same for every row (0: skip)",
-    )
-    p.add_argument("--humaneval-max-tokens", type=int, default=24, help="single-line span, in masked tokens")
-    p.add_argument(
-        "--humaneval-multi-limit",
-        type=int,
-        default=50,
-        help="N multi-line tasks spread over all problems, the same for every row (0: skip)",
-    )
-    p.add_argument("--humaneval-multi-max-tokens", type=int, default=64, help="multi-line span, in masked tokens")
-    p.add_argument(
-        "--block-sizes",
-        type=int,
-        nargs="+",
-        default=list(BLOCK_SIZES),
-        metavar="B",
-        help="CoDiLA block sizes, in tokens (comparisons at 4 if listed, else the first)",
-    )
-    p.add_argument(
-        "--thresholds",
-        type=float,
-        nargs="+",
-        default=list(THRESHOLDS),
-        metavar="TAU",
-        help="dynamic-mode thresholds (mean entropy in nats)",
-    )
-    p.add_argument(
-        "--configs",
-        nargs="+",
-        choices=FAMILIES,
-        default=list(DEFAULT_FAMILIES),
-        metavar="FAMILY",
-        help=f"configuration families to run, of {', '.join(FAMILIES)} (default: all but dream)",
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=DecodeConfig().temperature,
-        help="sampling temperature of every row, unitless, 0 = greedy",
-    )
-    p.add_argument("--seed", type=int, default=DecodeConfig().seed, help="sampling seed of every row")
-    p.add_argument("--threads", type=int, help="CPU threads for torch and the servers (default: torch's choice)")
-    p.add_argument("--out", type=Path, help="output folder (default: runs/eval/table-TIME)")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="reuse rows already in --out that were measured with the same settings; measure the rest",
-    )
-    p.add_argument(
-        "--stored-only",
-        action="store_true",
-        help="measure nothing: make the table of the rows already in --out (as --resume finds them) and list "
-        "the rest as not measured",
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.set_defaults(func=cmd_table)
