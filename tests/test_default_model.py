@@ -17,12 +17,11 @@ import pytest
 from codila_engine.prepare import default_model as dm
 from codila_engine.models.checkpoint import ModelFolderError, check_folder
 from codila_engine.prepare.convert import save_hf_folder
+from codila_engine.prepare.source import DefaultModelMissing, GgufSource, Part
+from codila_engine.prepare import source
 from codila_engine.prepare.default_model import (
     MANIFEST,
     DefaultModelCorrupt,
-    DefaultModelMissing,
-    GgufSource,
-    Part,
     add_models_subcommand,
     cache_root,
     default_model_folder,
@@ -98,7 +97,7 @@ def test_prepares_once_then_reuses_without_the_parts(spec, cache):
     assert sorted(manifest["files"]) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert not (folder / dm.GGUF_NAME).exists() and leftovers(cache) == []
 
-    for path in dm.locate_parts(spec):  # a later run never reads the parts again
+    for path in source.locate_parts(spec):  # a later run never reads the parts again
         path.unlink()
     assert default_model_folder(cache, progress=False, spec=spec, convert=convert) == folder
     assert prepare(spec, cache, progress=False, convert=convert) == folder
@@ -166,7 +165,8 @@ def test_a_killed_preparation_is_not_mistaken_for_a_finished_one(spec, cache):
 WORKER = """
 import sys, time
 from pathlib import Path
-from codila_engine.prepare.default_model import GgufSource, Part, default_model_folder
+from codila_engine.prepare.default_model import default_model_folder
+from codila_engine.prepare.source import GgufSource, Part
 spec_json, cache, log, go = sys.argv[1:]
 import json
 raw = json.loads(spec_json)
@@ -365,16 +365,16 @@ def test_saved_folder_is_tied_and_loads(tmp_path):
 def test_the_default_dlm_and_ar_are_named_by_their_shipped_adapters(tmp_path, monkeypatch, kind, trained):
     from codila_engine.prepare import default_model as dm
 
-    monkeypatch.setitem(dm.ADAPTERS, kind, (tmp_path / "none", trained))
-    assert dm.adapted_source(kind) is None
+    monkeypatch.setitem(source.ADAPTERS, kind, (tmp_path / "none", trained))
+    assert source.adapted_source(kind) is None
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"lora weights")
     (adapter / trained).write_bytes(b"trained rows")
-    spec = dm.adapted_source(kind, adapter)
-    assert spec.name.startswith(f"{dm.DEFAULT.name}-{kind}-") and spec.adapter == adapter and spec.kind == kind
-    assert spec.sha256 == dm.DEFAULT.sha256
+    spec = source.adapted_source(kind, adapter)
+    assert spec.name.startswith(f"{source.DEFAULT.name}-{kind}-") and spec.adapter == adapter and spec.kind == kind
+    assert spec.sha256 == source.DEFAULT.sha256
     (adapter / trained).write_bytes(b"other rows")
-    assert dm.adapted_source(kind, adapter).name != spec.name  # a new adapter is a new folder, prepared anew
+    assert source.adapted_source(kind, adapter).name != spec.name  # a new adapter is a new folder, prepared anew
     with pytest.raises(DefaultModelMissing, match=f"no {kind.upper()} adapter ships"):
         dm.adapted_folder(kind, tmp_path / "cache")

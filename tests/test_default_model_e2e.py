@@ -17,7 +17,8 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from codila_engine.prepare.default_model import DefaultModelMissing, default_model_folder, locate_parts
+from codila_engine.prepare.default_model import default_model_folder
+from codila_engine.prepare.source import DefaultModelMissing, locate_parts
 
 try:
     locate_parts()

