@@ -21,7 +21,8 @@ from codila_engine.config import DecodeConfig
 from codila_engine.decoding.events import Result
 from codila_engine.serve import wire
 from codila_engine.serve.auth import ClientLimits, FailedLogins, TokenError, Tokens, client_token
-from codila_engine.serve.client import POOL_SIZE, EngineUnavailable, RemoteEngine
+from codila_engine.serve.client import EngineUnavailable, RemoteEngine
+from codila_engine.serve.pool import POOL_SIZE
 
 LONG = DecodeConfig(max_new_tokens=400, block_size=1)  # 400 one-token iterations: long enough to interrupt
 PROMPT = "def add(a, b):\n"

@@ -8,7 +8,7 @@ stream ends with the decode's real, cancelled Result; if that does not come, the
 closed, which cancels it too. The engine unreachable, refusing the token, at its limits, or
 losing the replica twice raises EngineUnavailable with the server's own sentence.
 
-Connections are kept alive and reused (a pool of up to POOL_SIZE idle ones, shared by the
+Connections are kept alive and reused (pool.py: up to POOL_SIZE idle ones, shared by the
 threads using the engine): a decode's stream, read to its end, leaves its connection for the
 next request; one cut short (the consumer stopped, a cancel not answered) is closed, which is
 what cancels it on the server. A pooled connection that the server closed while it was idle is
@@ -21,7 +21,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import select
 import socket
 import ssl
 import threading
@@ -36,13 +35,11 @@ from codila_engine.config import DecodeConfig
 from codila_engine.decoding.events import Event, Result, Stats
 from codila_engine.serve import wire
 from codila_engine.serve.auth import client_token
+from codila_engine.serve.pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 CANCEL_GRACE_S = 5.0  # after /v1/cancel, how long to wait for the cancelled result
 MAX_LINE = 64 * 2**20
-POOL_SIZE = 8  # idle keep-alive connections kept per RemoteEngine
-POOL_IDLE_S = 60.0  # an idle connection older than this is closed, not reused (Ray's proxy closes its own at 90 s,
-# nginx at 75 s)
 DRAIN_S = 5.0  # after a decode's result line, how long the end of its stream may take before the connection is dropped
 
 
@@ -59,67 +56,6 @@ class EngineUnavailable(RuntimeError):
     """The engine could not be reached, refused the token, is at its limits, or failed a decode."""
 
 
-class _Pool:
-    """Idle keep-alive connections, most recently used first out; thread-safe."""
-
-    def __init__(self, make, size: int = POOL_SIZE, idle_s: float = POOL_IDLE_S) -> None:
-        self.make, self.size, self.idle_s = make, size, idle_s
-        self.lock = threading.Lock()
-        self.idle: list[tuple[http.client.HTTPConnection, float]] = []  # (connection, idle since), oldest first
-        self.opened = 0  # connections made (for statistics and tests)
-        self.reused = 0  # requests sent on a pooled connection
-
-    def get(self, new: bool = False) -> tuple[http.client.HTTPConnection, bool]:
-        """A connection (`new`: a new one) and whether it was pooled (used before)."""
-        now = time.monotonic()
-        drop = []
-        found = None
-        with self.lock:
-            while self.idle and now - self.idle[0][1] >= self.idle_s:
-                drop.append(self.idle.pop(0)[0])
-            while self.idle and found is None and not new:
-                conn = self.idle.pop()[0]
-                if _usable(conn):
-                    found = conn
-                    self.reused += 1
-                else:
-                    drop.append(conn)
-            if found is None:
-                self.opened += 1
-        for conn in drop:
-            conn.close()
-        return (found, True) if found is not None else (self.make(), False)
-
-    def put(self, conn: http.client.HTTPConnection) -> None:
-        with self.lock:
-            if conn.sock is not None and len(self.idle) < self.size:
-                self.idle.append((conn, time.monotonic()))
-                return
-        conn.close()
-
-    def clear(self) -> None:
-        with self.lock:
-            idle, self.idle = self.idle, []
-        for conn, _ in idle:
-            conn.close()
-
-
-def _usable(conn: http.client.HTTPConnection) -> bool:
-    """An idle connection the server has not closed: its socket has nothing to read (an idle
-    keep-alive connection that is readable has reached its end, or holds bytes nobody asked for)."""
-    sock = conn.sock
-    if sock is None:
-        return False
-    try:
-        if hasattr(select, "poll"):  # any descriptor number (select's stop at 1024)
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return not poller.poll(0)
-        return not select.select([sock], [], [], 0)[0]
-    except (OSError, ValueError):
-        return False
-
-
 class RemoteEngine:
     def __init__(self, url: str, token: str, *, timeout: float = 30.0, idle_timeout: float = 600.0) -> None:
         """`timeout`: connecting and short requests; `idle_timeout`: the longest a decode may go
@@ -133,7 +69,7 @@ class RemoteEngine:
         self.base = parts.path.rstrip("/")  # behind a reverse proxy under a path prefix
         self.token, self.timeout, self.idle_timeout = token, timeout, idle_timeout
         self._ssl = ssl.create_default_context() if self.scheme == "https" else None
-        self.pool = _Pool(self._connection)
+        self.pool = ConnectionPool(self._connection)
         self.info = self._json("GET", "/v1/info")
 
     @classmethod
