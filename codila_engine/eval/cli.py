@@ -148,7 +148,6 @@ def fim_folder(models, given: str | None, decoder_folders_given: bool) -> str | 
 
 def cmd_table(args) -> int:
     import shlex
-    import sys
 
     import torch
 

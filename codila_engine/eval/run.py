@@ -156,9 +156,10 @@ async def _run(
 ) -> str | None:
     """Fill and score the tasks the log has not done; the server's error if it stopped."""
     stopped = None
-    todo = tasks[len(log.done) :]
-    with tqdm(todo, unit="task", disable=not progress, dynamic_ncols=True, initial=len(log.done)) as bar:
-        bar.total = len(tasks)
+    done = len(log.done)
+    with tqdm(
+        tasks[done:], total=len(tasks), initial=done, unit="task", disable=not progress, dynamic_ncols=True
+    ) as bar:
         for task in bar:
             text = task.prompt + task.suffix
             position = offset_to_position(text, len(task.prompt))
