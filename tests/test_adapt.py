@@ -173,3 +173,71 @@ def test_warm_start_from_a_checkpoint_continues_from_its_weights(base, tmp_path)
     for (name, a), (_, b) in zip(first.named_parameters(), warm.named_parameters()):
         if a.requires_grad:  # one step at lr 1e-9 from the same weights: the same weights
             assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_the_distillation_teacher_is_the_base_read_causally_with_the_adapters_off(base):
+    from transformers import Qwen2ForCausalLM
+
+    folder, tokens = base
+    model = new_adapted(folder, torch.device("cpu"), torch.float32, rank=4, tokens=tokens).eval()
+    with torch.no_grad():  # adapters that change the model (fresh ones compute exactly the base)
+        for name, p in model.peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    ids = torch.tensor([dream_tokenizer(folder, tokens).encode("def add(a, b):\n    return a + b\n")])
+    rows, positions = torch.zeros(ids.shape[1], dtype=torch.long), torch.arange(ids.shape[1])
+    plain = Qwen2ForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = plain(input_ids=ids).logits[0]
+    assert torch.allclose(model.base_logits(ids, rows, positions), expected, atol=1e-4)
+
+    # the adapted model itself stays bidirectional and adapted after the teacher ran
+    later = ids.clone()
+    later[0, -1] = later[0, 1]
+    with torch.no_grad():
+        hidden = model.model(input_ids=ids).last_hidden_state[0]
+        changed = model.model(input_ids=later).last_hidden_state[0]
+        adapted = model.lm_head(hidden).float()
+    assert not torch.allclose(hidden[0], changed[0], atol=1e-5)  # a late token reaches the first position
+    assert not torch.allclose(adapted, expected, atol=1e-2)
+
+
+def test_distill_mixes_the_teachers_soft_targets_into_the_masked_loss(base, tmp_path, capsys):
+    from functools import partial
+
+    from codila_engine.train.dlm_pretrain import dlm_loss
+
+    folder, tokens = base
+    tok = dream_tokenizer(folder, tokens)
+    model = new_adapted(folder, torch.device("cpu"), torch.float32, rank=4, tokens=tokens).train()
+    batch = sequences(tok).batch(torch.arange(2))
+    loss = partial(dlm_loss, model, batch, mask_id=tokens["<|mask|>"], pad=tok.pad_token_id, noise=DlmNoise())
+
+    def same_noise(**kw) -> torch.Tensor:
+        return loss(torch.Generator().manual_seed(3), **kw).detach()
+
+    def one_hot(clean, rows, positions):  # a teacher certain of the true next token: KL = cross-entropy
+        return torch.nn.functional.one_hot(clean[rows, positions + 1], model.lm_head.out_features).float() * 1e4
+
+    plain = same_noise()
+    assert float(same_noise(teacher=one_hot, distill=1.0)) == pytest.approx(float(plain), rel=1e-4)
+    assert float(same_noise(teacher=one_hot, distill=0.0)) == pytest.approx(float(plain), rel=1e-6)
+
+    def uniform(clean, rows, positions):  # no preference: a different target, a different loss
+        return torch.zeros(len(rows), model.lm_head.out_features)
+
+    mixed = same_noise(teacher=uniform, distill=0.5)
+    assert float(mixed) != pytest.approx(float(plain), rel=1e-3)
+    model.eval()  # validation: the plain objective, whatever the teacher
+    assert float(same_noise(teacher=uniform, distill=0.5)) == pytest.approx(float(same_noise()), rel=1e-6)
+
+    with pytest.raises(ValueError, match="--distill 1.5"):
+        train_adapt(
+            tok, folder, sequences(tok), sequences(tok), LoopConfig(out=tmp_path, steps=1), device=torch.device("cpu"),
+            dtype=torch.float32, rank=4, mask_lr=1e-3, noise=DlmNoise(), distill=1.5,
+        )  # fmt: skip
+    from codila_engine.cli import main
+
+    argv = ["train", "dlm-adapt", "--data-dir", str(tmp_path), "--held-out-dir", str(tmp_path), "--out", str(tmp_path)]
+    assert main([*argv, "--distill", "-0.1"]) == 2  # refused before the corpus is read
+    assert "--distill -0.1: give a weight from 0" in capsys.readouterr().err

@@ -95,6 +95,19 @@ class AdaptedDLM(torch.nn.Module):
         self.model = MaskedInputs(inner.model, self.mask_vector, mask_id)
         self.lm_head = inner.lm_head
 
+    @torch.no_grad()
+    def base_logits(self, ids: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The base model's own next-token logits at (rows, positions) of `ids`: adapters off,
+        causal attention, so position i sees ids up to i (the teacher of `--distill`)."""
+        inner = self.peft.base_model.model
+        with self.peft.disable_adapter():
+            inner.config.is_causal = True
+            try:
+                hidden = inner.model(input_ids=ids).last_hidden_state
+            finally:
+                inner.config.is_causal = False
+        return inner.lm_head(hidden[rows, positions]).float()
+
     def param_groups(self, lr: float, mask_lr: float) -> list[dict]:
         lora = [p for n, p in self.peft.named_parameters() if p.requires_grad]
         return [{"params": lora, "lr": lr}, {"params": [self.mask_vector], "lr": mask_lr}]
@@ -249,6 +262,11 @@ def eval_windows(data: SequenceData, n: int, seq_len: int) -> torch.Tensor:
 
 
 # --- training and export ---------------------------------------------------------------------
+def check_distill(weight: float) -> None:
+    if not 0 <= weight <= 1:
+        raise ValueError(f"--distill {weight}: give a weight from 0 (no teacher) to 1 (soft targets only)")
+
+
 def train_adapt(
     tokenizer,
     base_folder,
@@ -264,9 +282,12 @@ def train_adapt(
     curve_windows: int = 10,
     tokens: dict[str, int] = DREAM_TOKENS,
     init: str | Path | None = None,
+    distill: float = 0.0,
 ) -> TrainResult:
     """Train (or resume from <out>/last, or warm-start from the checkpoint `init`, e.g. the shipped
-    adapter: its weights without its optimizer state) the adapter and mask vector."""
+    adapter: its weights without its optimizer state) the adapter and mask vector; `distill` > 0
+    mixes the base's own causal predictions into the loss as soft targets (dlm_loss)."""
+    check_distill(distill)
     model = starting_model(
         cfg,
         init,
@@ -274,7 +295,10 @@ def train_adapt(
         lambda: new_adapted(base_folder, device, dtype, rank, tokens=tokens),
         device,
     )
-    loss = partial(dlm_loss, mask_id=model.mask_id, pad=tokenizer.pad_token_id, noise=noise)
+    teacher = model.base_logits if distill > 0 else None
+    loss = partial(
+        dlm_loss, mask_id=model.mask_id, pad=tokenizer.pad_token_id, noise=noise, teacher=teacher, distill=distill
+    )
     windows = eval_windows(val_data, curve_windows, train_data.seq_len)
 
     def save(m: AdaptedDLM, folder: Path) -> None:

@@ -201,6 +201,13 @@ def add_train_subcommands(subparsers) -> None:
         help="fraction of sequences masked as a padded span, 0-1 (default: 0.1)",
     )
     ad.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        help="weight 0-1 of the base's own next-token predictions (adapters off, causal) as soft targets "
+        "of each masked token, against 1 - weight for the true token (default: 0, no teacher)",
+    )
+    ad.add_argument(
         "--curve-windows",
         type=int,
         default=10,

@@ -166,9 +166,10 @@ def _adapt_setup(args, command: str, make_tokenizer):
 
 
 def run_dlm_adapt(args) -> None:
-    from codila_engine.train.adapt import dream_tokenizer, train_adapt
+    from codila_engine.train.adapt import check_distill, dream_tokenizer, train_adapt
     from codila_engine.train.masking import DlmNoise
 
+    check_distill(args.distill)  # before minutes of reading the corpus
     base, cfg, tokenizer, data, common = _adapt_setup(args, "dlm-adapt", dream_tokenizer)
     noise = DlmNoise(args.span_fraction, args.pad_fraction, span_tokens=args.span_tokens)
     result = train_adapt(
@@ -180,6 +181,7 @@ def run_dlm_adapt(args) -> None:
         mask_lr=args.mask_lr,
         noise=noise,
         curve_windows=args.curve_windows,
+        distill=args.distill,
         **common,
     )
     _finish(args, result)

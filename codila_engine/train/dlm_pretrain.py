@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -17,13 +18,31 @@ from codila_engine.train.sequences import Batch, SequenceData
 from codila_engine.train.tokenizer import pad_id
 
 
+# teacher(clean ids [b, L], rows, positions) -> logits [n, vocab] of the next token at (rows, positions)
+Teacher = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def dlm_loss(
-    model, batch: Batch, generator: torch.Generator, *, mask_id: int, pad: int, noise: DlmNoise
+    model,
+    batch: Batch,
+    generator: torch.Generator,
+    *,
+    mask_id: int,
+    pad: int,
+    noise: DlmNoise,
+    teacher: Teacher | None = None,
+    distill: float = 0.0,
 ) -> torch.Tensor:
     """Weighted cross-entropy on masked tokens, averaged over sequences.
 
     Dream predicts token i from the hidden state at i-1, so the head runs only on the states
     left of each target: cheaper than full logits when few tokens are masked.
+
+    With a `teacher` (in training only), each masked token's loss is (1 - distill) x the
+    cross-entropy + distill x KL(teacher || model), the teacher reading the clean sequence: soft
+    targets carry the teacher's alternatives, not only the one true token. Pad targets (the
+    padded span's filler) keep the plain cross-entropy. Validation stays the plain objective, so
+    runs with and without a teacher compare.
     """
     m = dlm_mask(
         batch.ids, batch.target_starts, batch.lengths, mask_id=mask_id, pad_id=pad, generator=generator, noise=noise
@@ -31,9 +50,17 @@ def dlm_loss(
     device = model.lm_head.weight.device
     hidden = model.model(input_ids=m.noisy.to(device)).last_hidden_state
     rows, cols = (m.labels != IGNORE).nonzero(as_tuple=True)
-    logits = model.lm_head(hidden[rows.to(device), shifted_positions(cols).to(device)]).float()
-    ce = F.cross_entropy(logits, m.labels[rows, cols].to(device), reduction="none")
-    return (ce * m.weights[rows, cols].to(device)).sum() / batch.ids.shape[0]
+    positions = shifted_positions(cols)
+    logits = model.lm_head(hidden[rows.to(device), positions.to(device)]).float()
+    labels = m.labels[rows, cols].to(device)
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    if teacher is not None and distill > 0 and model.training:
+        clean = torch.where(m.labels != IGNORE, m.labels, m.noisy).to(device)
+        with torch.no_grad():
+            target = F.log_softmax(teacher(clean, rows.to(device), positions.to(device)).float(), -1)
+        kl = F.kl_div(F.log_softmax(logits, -1), target, log_target=True, reduction="none").sum(-1)
+        loss = torch.where(labels == pad, loss, (1 - distill) * loss + distill * kl)
+    return (loss * m.weights[rows, cols].to(device)).sum() / batch.ids.shape[0]
 
 
 def train_dlm(
