@@ -1,13 +1,14 @@
 -- Codila's own inline completion, per buffer: requests after a typing pause (or on the trigger
 -- key), the live draft while the server decodes (`codila/draft`), the suggestions it answers
--- with, accepting all of one or its next word / line, cycling through several, dismissing, the
--- request time cap, and `:CodilaInfill`.
+-- with, cycling through several, the request time cap, enabling, and `:CodilaInfill`. The
+-- per-buffer state and its drawing are in state.lua, accepting a suggestion in accept.lua.
 
 local M = {}
 
 local api = vim.api
 local config = require("codila.config")
 local ghost = require("codila.ghost")
+local state = require("codila.state")
 local status = require("codila.status")
 local util = require("codila.util")
 
@@ -23,27 +24,12 @@ local function opts()
   return config.options
 end
 
--- Per buffer: `debounce` and `deadline` timers; the request in flight (`client`, `id`, `kind`
--- "inline" | "infill", its progress `token`, the `cursor` it was made at, `quiet`: a cycling
--- request whose drafts are not drawn, `restore`: undoes its `suggestions` setting); the ghost
--- text's extmark (`mark`); the suggestions (`items` = { {range, text} }, `index`), whether more
--- were asked for (`cycled`), and the changedtick of codila's own last edit (`own_tick`).
-local buffers = {}
 local tokens = 0
 
 -- Enabled: globally, per filetype, per buffer (`vim.b.codila_enabled`, true or false, wins over
 -- the filetype).
 M.global_enabled = true
 local disabled_filetypes = {}
-
-local function state(bufnr)
-  local st = buffers[bufnr]
-  if not st then
-    st = { debounce = vim.uv.new_timer(), deadline = vim.uv.new_timer() }
-    buffers[bufnr] = st
-  end
-  return st
-end
 
 function M.enabled(bufnr)
   bufnr = bufnr or api.nvim_get_current_buf()
@@ -62,63 +48,6 @@ local function automatic(bufnr)
   return opts().auto_trigger and M.enabled(bufnr) and not server().blocked and not server().loading()
 end
 
--- --- drawing and dropping ---------------------------------------------------------------------
-
-local function hide(bufnr, st)
-  st.mark, st.items, st.index = nil, nil, nil
-  ghost.hide(bufnr)
-  status.suggestion(nil, nil)
-end
-
-local function render(bufnr, st)
-  local item = st.items[st.index]
-  st.mark = ghost.show(bufnr, st.mark, item.range, item.text)
-  status.suggestion(st.index, #st.items)
-end
-
---- Shows finished suggestions (the first of them) and makes them acceptable.
-local function offer(bufnr, st, items)
-  items = vim.tbl_filter(function(item)
-    return item.text ~= ""
-  end, items)
-  if #items == 0 then
-    hide(bufnr, st)
-    return
-  end
-  st.items, st.index = items, 1
-  render(bufnr, st)
-end
-
---- Ends the request in flight, if any, without touching the ghost text.
-local function stop_request(st)
-  st.debounce:stop()
-  if not st.id then
-    return
-  end
-  local client, id = st.client, st.id
-  st.id = nil
-  st.deadline:stop()
-  if st.restore then
-    st.restore()
-    st.restore = nil
-  end
-  if client and not util.call(client, "is_stopped") then
-    util.call(client, "cancel_request", id) -- the server stops decoding within an iteration
-  end
-  status.idle()
-end
-
---- Drops the suggestion or draft and cancels the request in flight.
-function M.dismiss(bufnr)
-  local st = buffers[bufnr]
-  if not st then
-    return
-  end
-  stop_request(st)
-  st.cursor, st.cycled = nil, false
-  hide(bufnr, st)
-end
-
 -- --- requests ---------------------------------------------------------------------------------
 
 local function timeout(bufnr, st, id, ms, keep)
@@ -130,9 +59,9 @@ local function timeout(bufnr, st, id, ms, keep)
       return
     end
     if keep then
-      stop_request(st) -- the suggestion on screen stays
+      state.stop_request(st) -- the suggestion on screen stays
     else
-      M.dismiss(bufnr)
+      state.dismiss(bufnr)
     end
     util.notify_once("timeout", ("a %s took longer than %d ms and was cancelled; raise `%s` in setup() (0: no cap) "
       .. "or ask for fewer tokens (settings.spanCaps). Said once per session."):format(
@@ -145,11 +74,11 @@ end
 --- was superseded, dismissed, timed out or failed. `keep`: the suggestion on screen stays.
 --- `decodes`: how many decodes the server runs for it (the time cap grows with them).
 local function send(bufnr, client, kind, method, params, on_result, keep, decodes)
-  local st = state(bufnr)
+  local st = state.of(bufnr)
   if keep then
-    stop_request(st)
+    state.stop_request(st)
   else
-    M.dismiss(bufnr)
+    state.dismiss(bufnr)
   end
   local ok, id
   ok, id = util.call(client, "request", method, params, function(err, result)
@@ -165,7 +94,7 @@ local function send(bufnr, client, kind, method, params, on_result, keep, decode
     status.idle()
     if err then
       if not keep then
-        hide(bufnr, st)
+        state.hide(bufnr, st)
       end
       if err.code ~= REQUEST_CANCELLED then
         server().request_failed(err)
@@ -225,7 +154,7 @@ local function request(bufnr, how)
     if how.on_items then
       how.on_items(items)
     else
-      offer(bufnr, st, items)
+      state.offer(bufnr, st, items)
     end
   end, how.keep, how.count)
   if st then
@@ -254,14 +183,14 @@ end
 --- draft (`done`) equals the result and carries the decode's statistics; an inline suggestion is
 --- acceptable from it on, not only once the response is read (a Tab in between is not lost).
 function M.on_draft(_, draft, ctx)
-  for bufnr, st in pairs(buffers) do
+  for bufnr, st in state.each() do
     if st.id ~= nil and st.id == draft.id and st.client and st.client.id == ctx.client_id then
       if draft.done then
         if draft.stats then
           status.finished(draft.stats)
         end
         if st.kind == "inline" and not st.quiet then
-          offer(bufnr, st, { { range = draft.range, text = draft.text } })
+          state.offer(bufnr, st, { { range = draft.range, text = draft.text } })
         end -- an infill's final text arrives as the server's workspace edit
       elseif opts().live_draft and not st.quiet then
         st.items, st.index = nil, nil
@@ -274,7 +203,7 @@ end
 
 --- `$/progress` for one of codila's requests: the decode's percentage.
 function M.on_progress(token, value)
-  for _, st in pairs(buffers) do
+  for _, st in state.each() do
     if st.id and st.token == token then
       if value.kind ~= "end" then
         status.decoding(value.percentage)
@@ -287,7 +216,7 @@ end
 --- The models finished loading: ask now if the user is typing in a codila buffer.
 function M.models_ready()
   local bufnr = api.nvim_get_current_buf()
-  if buffers[bufnr] and vim.startswith(api.nvim_get_mode().mode, "i") and automatic(bufnr) then
+  if state.get(bufnr) and vim.startswith(api.nvim_get_mode().mode, "i") and automatic(bufnr) then
     request(bufnr)
   end
 end
@@ -296,7 +225,7 @@ end
 --- of its requests was in flight.
 function M.client_exited(client_id)
   local decoding = false
-  for bufnr, st in pairs(buffers) do
+  for bufnr, st in state.each() do
     if st.client and st.client.id == client_id then
       decoding = decoding or st.id ~= nil
       st.id = nil
@@ -304,88 +233,11 @@ function M.client_exited(client_id)
       st.restore = nil
       st.debounce:stop()
       st.cursor, st.cycled = nil, false
-      hide(bufnr, st)
+      state.hide(bufnr, st)
     end
   end
   status.idle()
   return decoding
-end
-
--- --- accepting --------------------------------------------------------------------------------
-
---- The suggestion's next word: leading white space (line breaks too), then a run of word
---- characters or a run of other non-blank characters.
-local function next_word(text)
-  local space = text:match("^%s*")
-  local rest = text:sub(#space + 1)
-  return space .. (rest:match("^[%w_\128-\255]+") or rest:match("^[^%w_%s\128-\255]+") or "")
-end
-
---- The suggestion's next line: up to the end of its first non-blank line (a body that starts
---- with a line break takes the break and the next line), without the line break after it.
-local function next_line(text)
-  local blank = text:match("^%s*\n") or ""
-  return blank .. text:sub(#blank + 1):match("^[^\n]*")
-end
-
-local function current(bufnr)
-  local st = buffers[bufnr]
-  return st, st and st.items and st.items[st.index]
-end
-
---- Inserts the whole `item` (replacing its range) and puts the cursor after it.
-local function insert_all(bufnr, item)
-  M.dismiss(bufnr)
-  local r = item.range
-  local lines = vim.split(item.text, "\n", { plain = true })
-  api.nvim_buf_set_text(bufnr, r.start.line, r.start.character, r["end"].line, r["end"].character, lines)
-  local col = #lines == 1 and r.start.character + #lines[1] or #lines[#lines]
-  api.nvim_win_set_cursor(0, { r.start.line + #lines, col })
-end
-
---- Inserts `part`, the start of `item`'s text, at its range start; the rest stays as the
---- suggestion (still replacing the same text, now after the inserted part).
-local function insert_part(bufnr, st, item, part)
-  local s, e = item.range.start, item.range["end"]
-  local lines = vim.split(part, "\n", { plain = true })
-  stop_request(st) -- a cycling request for the old position is stale now
-  api.nvim_buf_set_text(bufnr, s.line, s.character, s.line, s.character, lines)
-  st.own_tick = api.nvim_buf_get_changedtick(bufnr) -- not a change to answer with a new request
-  local added = #lines - 1
-  local start = { line = s.line + added, character = (added == 0 and s.character or 0) + #lines[#lines] }
-  local finish = {
-    line = e.line + added,
-    character = e.line == s.line and start.character + (e.character - s.character) or e.character,
-  }
-  st.cursor = { start.line + 1, start.character }
-  api.nvim_win_set_cursor(0, st.cursor)
-  st.items, st.index, st.cycled = { { range = { start = start, ["end"] = finish }, text = item.text:sub(#part + 1) } }, 1, false
-  render(bufnr, st)
-end
-
---- Accepts the visible suggestion, all of it or (`part` "word" | "line") its next word or line;
---- false when there is none (so a mapping can fall back). The edit happens just after (mappings
---- run where text is locked).
-function M.accept(bufnr, part)
-  bufnr = bufnr or api.nvim_get_current_buf()
-  local _, shown = current(bufnr)
-  if not shown then
-    return false
-  end
-  vim.schedule(function()
-    -- the suggestion on screen now: the response may have replaced the final draft's meanwhile
-    local st, item = current(bufnr)
-    if not item or not api.nvim_buf_is_valid(bufnr) then
-      return
-    end
-    local piece = part == "word" and next_word(item.text) or part == "line" and next_line(item.text) or item.text
-    if piece == "" or not item.text:sub(#piece + 1):find("%S") then
-      insert_all(bufnr, item)
-    else
-      insert_part(bufnr, st, item, piece)
-    end
-  end)
-  return true
 end
 
 -- --- cycling ----------------------------------------------------------------------------------
@@ -395,7 +247,7 @@ end
 --- no other comes back, nothing changes. Without a suggestion, asks for one.
 function M.cycle(bufnr, step)
   bufnr = bufnr or api.nvim_get_current_buf()
-  local st = buffers[bufnr]
+  local st = state.get(bufnr)
   if not (st and st.items) then
     if st and st.id then
       return true -- a decode is under way
@@ -408,7 +260,7 @@ function M.cycle(bufnr, step)
     end
     if #st.items > 1 then
       st.index = (st.index - 1 + step) % #st.items + 1
-      render(bufnr, st)
+      state.render(bufnr, st)
     elseif not st.cycled and not st.id then
       st.cycled = true
       local shown = st.items[1]
@@ -428,7 +280,7 @@ function M.cycle(bufnr, step)
           st.items = all
           if #all > 1 then
             st.index = step > 0 and 2 or #all
-            render(bufnr, st)
+            state.render(bufnr, st)
           end
         end,
       })
@@ -440,12 +292,12 @@ end
 --- The dismiss key: true if there was something to dismiss.
 function M.dismiss_key(bufnr)
   bufnr = bufnr or api.nvim_get_current_buf()
-  local st = buffers[bufnr]
+  local st = state.get(bufnr)
   if not (st and (st.items or st.id or st.mark)) then
     return false
   end
   vim.schedule(function()
-    M.dismiss(bufnr)
+    state.dismiss(bufnr)
   end)
   return true
 end
@@ -473,9 +325,9 @@ function M.set_enabled(value, scope, bufnr)
     end
     M.global_enabled = value
   end
-  for b in pairs(buffers) do
+  for b in state.each() do
     if not M.enabled(b) then
-      M.dismiss(b)
+      state.dismiss(b)
     end
   end
   status.suggestion(nil, nil) -- redraws the statuslines
@@ -486,7 +338,7 @@ end
 
 --- Requests after `debounce_ms` of typing, dismisses on moves and on leaving insert mode.
 function M.watch(bufnr)
-  local st = state(bufnr)
+  local st = state.of(bufnr)
   if st.group then
     return -- already watched (the client attached again)
   end
@@ -502,7 +354,7 @@ function M.watch(bufnr)
       if st.tick == tick and (st.id or st.items) then
         return -- a change made before the request (the trigger key typed right after it)
       end
-      M.dismiss(bufnr)
+      state.dismiss(bufnr)
       if automatic(bufnr) then
         st.debounce:start(opts().debounce_ms, 0, vim.schedule_wrap(function()
           request(bufnr)
@@ -516,7 +368,7 @@ function M.watch(bufnr)
     callback = function()
       local row, col = unpack(api.nvim_win_get_cursor(0))
       if st.cursor and (st.cursor[1] ~= row or st.cursor[2] ~= col) then
-        M.dismiss(bufnr)
+        state.dismiss(bufnr)
       end
     end,
   })
@@ -525,7 +377,7 @@ function M.watch(bufnr)
     buffer = bufnr,
     callback = function()
       if st.kind ~= "infill" then
-        M.dismiss(bufnr)
+        state.dismiss(bufnr)
       end
     end,
   })
@@ -533,10 +385,7 @@ function M.watch(bufnr)
     group = st.group,
     buffer = bufnr,
     callback = function()
-      M.dismiss(bufnr)
-      st.debounce:close()
-      st.deadline:close()
-      buffers[bufnr] = nil
+      state.forget(bufnr)
       require("codila.keys").forget(bufnr)
       api.nvim_del_augroup_by_id(st.group)
     end,
@@ -573,14 +422,14 @@ function M.infill(args)
       vim.log.levels.ERROR)
     return
   end
-  state(bufnr)
+  state.of(bufnr)
   local params = {
     command = INFILL_COMMAND,
     arguments = { { textDocument = { uri = vim.uri_from_bufnr(bufnr) }, range = infill_range(args) } },
   }
   local st
   st = send(bufnr, client, "infill", "workspace/executeCommand", params, function()
-    hide(bufnr, st) -- the server has applied the edit (workspace/applyEdit) before it answers
+    state.hide(bufnr, st) -- the server has applied the edit (workspace/applyEdit) before it answers
   end)
 end
 

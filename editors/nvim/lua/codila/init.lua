@@ -6,17 +6,19 @@
 -- says what is wrong; `:CodilaInfill` infills a selection. See doc/codila.txt.
 --
 -- Modules: config (options), server (the client's life, messages, restarts), completion (requests,
--- drafts, accepting, cycling), ghost (extmarks, highlights), keys (mappings with fallback), status,
--- health.
+-- drafts, cycling, enabling, infill), state (per-buffer requests and suggestions), accept (all, word,
+-- line), ghost (extmarks, highlights), keys (mappings with fallback), status, health.
 
 local M = {}
 
 local api = vim.api
+local accept = require("codila.accept")
 local completion = require("codila.completion")
 local config = require("codila.config")
 local ghost = require("codila.ghost")
 local keys = require("codila.keys")
 local server = require("codila.server")
+local state = require("codila.state")
 local status = require("codila.status")
 local util = require("codila.util")
 
@@ -33,17 +35,17 @@ function M.accept(bufnr)
   if uses_builtin() then
     return vim.lsp.inline_completion.get({ bufnr = buf(bufnr) })
   end
-  return completion.accept(buf(bufnr))
+  return accept.accept(buf(bufnr))
 end
 
 --- Accepts the suggestion's next word; false when there is none.
 function M.accept_word(bufnr)
-  return completion.accept(buf(bufnr), "word")
+  return accept.accept(buf(bufnr), "word")
 end
 
 --- Accepts the suggestion's next line; false when there is none.
 function M.accept_line(bufnr)
-  return completion.accept(buf(bufnr), "line")
+  return accept.accept(buf(bufnr), "line")
 end
 
 --- Shows the next suggestion (asking the server for several the first time).
@@ -66,7 +68,7 @@ end
 
 --- Dismisses the suggestion or draft and cancels its request.
 function M.dismiss(bufnr)
-  completion.dismiss(buf(bufnr))
+  state.dismiss(buf(bufnr))
 end
 
 --- Asks for a suggestion now (also with `auto_trigger = false`).
