@@ -85,13 +85,7 @@ local function send(bufnr, client, kind, method, params, on_result, keep, decode
     if st.id ~= id then
       return
     end
-    st.id = nil
-    st.deadline:stop()
-    if st.restore then
-      st.restore()
-      st.restore = nil
-    end
-    status.idle()
+    state.request_over(st)
     if err then
       if not keep then
         state.hide(bufnr, st)

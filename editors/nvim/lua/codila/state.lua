@@ -68,6 +68,17 @@ function M.offer(bufnr, st, items)
   M.render(bufnr, st)
 end
 
+--- The request in flight is over (answered or cancelled): no id, no time cap, its settings undone.
+function M.request_over(st)
+  st.id = nil
+  st.deadline:stop()
+  if st.restore then
+    st.restore()
+    st.restore = nil
+  end
+  status.idle()
+end
+
 --- Ends the request in flight, if any, without touching the ghost text.
 function M.stop_request(st)
   st.debounce:stop()
@@ -75,16 +86,10 @@ function M.stop_request(st)
     return
   end
   local client, id = st.client, st.id
-  st.id = nil
-  st.deadline:stop()
-  if st.restore then
-    st.restore()
-    st.restore = nil
-  end
+  M.request_over(st)
   if client and not util.call(client, "is_stopped") then
     util.call(client, "cancel_request", id) -- the server stops decoding within an iteration
   end
-  status.idle()
 end
 
 --- Drops the suggestion or draft and cancels the request in flight.
